@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Start a local Postgres 18 with pgvector and ruvector_healing preloaded, or,
+# if that server is already running, stop it (run the same command again).
+set -euo pipefail
+here="$(dirname "${BASH_SOURCE[0]}")"
+bash "$here/setup.sh"
+source "$here/common.sh"
+
+DATA="$RV_HOME/data"
+DB=ruvector
+
+# Second invocation: stop the running server and exit.
+if pg_running "$DATA"; then
+    log "Server on port $RUN_PORT is running; stopping it"
+    as_pg "$PG_BIN/pg_ctl" stop -w -D "$DATA" -m fast
+    log "Stopped. Run 'bash scripts/run.sh' again to start it."
+    exit 0
+fi
+
+# Optimised build, installed into the wheel's lib/ and share/extension/.
+log "Building and installing ruvector_healing (release)"
+(cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_CONFIG")
+
+if [[ ! -f "$DATA/PG_VERSION" ]]; then
+    if [[ -d "$DATA" && -n "$(ls -A "$DATA")" ]]; then
+        die "$DATA exists but is not a Postgres data directory; move it away first"
+    fi
+    log "Initialising data directory $DATA"
+    pg_initdb "$DATA"
+fi
+pg_write_conf "$DATA" "$RUN_PORT"
+
+log "Starting server on 127.0.0.1:$RUN_PORT (log: $DATA/server.log)"
+pg_start "$DATA"
+# From here on, don't leave a half-set-up server behind if something fails.
+trap 'rc=$?; if (( rc != 0 )); then warn "setup failed; stopping the server"; pg_stop "$DATA" || true; fi' EXIT
+
+if [[ -z "$(pg_psql "$RUN_PORT" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'")" ]]; then
+    log "Creating database $DB"
+    pg_psql "$RUN_PORT" -d postgres -c "CREATE DATABASE $DB"
+fi
+PGOPTIONS="-c client_min_messages=warning" pg_psql "$RUN_PORT" -d "$DB" \
+    -c "CREATE EXTENSION IF NOT EXISTS vector" \
+    -c "CREATE EXTENSION IF NOT EXISTS ruvector_healing"
+
+cat <<EOF
+
+==> Postgres is running with ruvector_healing (data: $DATA, log: $DATA/server.log).
+    Connect with:
+      $PG_BIN/psql -h 127.0.0.1 -p $RUN_PORT -U postgres $DB
+    Example:
+      SELECT ruvector_dag_healing_status();
+    Run 'bash scripts/run.sh' again to stop the server.
+EOF

@@ -1,0 +1,166 @@
+//! `ruvector_dag_health_check(table)`: inspects every pgvector index of a
+//! table, applies the detection rules and records the issues.
+
+use pgrx::prelude::*;
+use pgrx::spi::Spi;
+use pgrx::{pg_sys, JsonB};
+use serde_json::{json, Value};
+
+use super::args::{oid_of, Regclass};
+use super::health::health_value;
+use crate::detect::index_health::{hnsw_issues, ivfflat_issues, IndexIssue, Thresholds};
+use crate::diagnose::{IssueKind, Severity};
+use crate::inspect::relation::{raise, resolve, Am};
+
+/// pgvector indexes of a table: `(oid, valid)`, partitions' indexes
+/// reached through the partitioned parent index.
+fn vector_indexes(table: pg_sys::Oid) -> Vec<(pg_sys::Oid, bool, String)> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT i.indexrelid, i.indisvalid, i.indexrelid::regclass::text
+                   FROM pg_index i
+                   JOIN pg_class c ON c.oid = i.indexrelid
+                   JOIN pg_am am ON am.oid = c.relam
+                  WHERE i.indrelid = $1 AND am.amname IN ('hnsw', 'ivfflat')
+                  ORDER BY 3",
+                None,
+                &[table.into()],
+            )
+            .map(|rows| {
+                rows.filter_map(|r| {
+                    Some((
+                        r.get::<pg_sys::Oid>(1).ok()??,
+                        r.get::<bool>(2).ok()??,
+                        r.get::<String>(3).ok()??,
+                    ))
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+fn check_table(table: pg_sys::Oid) -> (String, char) {
+    let row = Spi::get_two_with_args::<String, String>(
+        "SELECT c.oid::regclass::text, c.relkind::text FROM pg_class c WHERE c.oid = $1",
+        &[table.into()],
+    );
+    match row {
+        Ok((Some(name), Some(kind))) => (name, kind.chars().next().unwrap_or('?')),
+        _ => raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            &format!("relation with OID {} does not exist", table.to_u32()),
+            "pass a table, for example 'items'::regclass",
+        ),
+    }
+}
+
+/// Leaf issues of one index's health report (recursing into partitions).
+fn issues_of(health: &Value, am: Am, t: &Thresholds, out: &mut Vec<(String, IndexIssue)>) {
+    if let Some(parts) = health.get("partitions").and_then(Value::as_array) {
+        for p in parts {
+            issues_of(p, am, t, out);
+        }
+        return;
+    }
+    let Some(m) = health.as_object() else { return };
+    let name = m.get("index").and_then(Value::as_str).unwrap_or("").to_string();
+    let found = match am {
+        Am::Hnsw => hnsw_issues(m, t),
+        Am::IvfFlat => ivfflat_issues(m, t),
+    };
+    out.extend(found.into_iter().map(|i| (name.clone(), i)));
+}
+
+/// Upserts an open issue per (index, kind); returns its id.
+fn record(index_name: &str, table: pg_sys::Oid, i: &IndexIssue) -> i64 {
+    let id = Spi::get_one_with_args::<i64>(
+        "SELECT ruvector_healing.record_issue($1::regclass, $2, $3, $4, $5, $6)",
+        &[
+            index_name.into(),
+            table.into(),
+            i.kind.name().into(),
+            i.severity.name().into(),
+            (i.priority as i32).into(),
+            JsonB(i.details.clone()).into(),
+        ],
+    );
+    match id {
+        Ok(Some(id)) => id,
+        _ => raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "could not record a detected issue",
+            "",
+        ),
+    }
+}
+
+#[pg_extern(volatile)]
+fn ruvector_dag_health_check(tbl: Option<Regclass>) -> JsonB {
+    let Some(table) = oid_of(tbl) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "table must not be NULL",
+            "pass a table, for example 'items'::regclass",
+        );
+    };
+    let (table_name, kind) = check_table(table);
+    if !matches!(kind, 'r' | 'p' | 'm') {
+        raise(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            &format!("\"{table_name}\" is not a table or materialized view"),
+            "pass the table that holds the vectors; ruvector_dag_index_health(index) inspects one index",
+        );
+    }
+    let thresholds = Thresholds::default();
+    let mut reports = Vec::new();
+    let mut found: Vec<(String, IndexIssue)> = Vec::new();
+    for (oid, valid, name) in vector_indexes(table) {
+        if !valid {
+            // A failed CREATE INDEX CONCURRENTLY leaves an index that every
+            // write still maintains but no query uses.
+            found.push((
+                name.clone(),
+                IndexIssue {
+                    kind: IssueKind::InvalidIndex,
+                    severity: Severity::High,
+                    priority: crate::diagnose::priority(IssueKind::InvalidIndex, Severity::High, 0.0),
+                    details: json!({"indisvalid": false,
+                        "hint": "a CREATE INDEX CONCURRENTLY failed or is running; an invalid index slows writes and serves no query"}),
+                },
+            ));
+            reports.push(json!({"index": name, "valid": false}));
+            continue;
+        }
+        let t = resolve(Some(oid));
+        let h = health_value(&t);
+        issues_of(&h, t.am, &thresholds, &mut found);
+        reports.push(h);
+    }
+    let mut issues = Vec::new();
+    let mut kept: Vec<i64> = Vec::new();
+    for (index, i) in &found {
+        let id = record(index, table, i);
+        kept.push(id);
+        issues.push(json!({
+            "issue_id": id, "index": index, "kind": i.kind.name(),
+            "severity": i.severity.name(), "priority": i.priority, "details": i.details,
+        }));
+    }
+    let resolved = Spi::get_one_with_args::<i64>(
+        "SELECT ruvector_healing.resolve_issues($1, $2)",
+        &[table.into(), kept.clone().into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(0);
+    issues.sort_by_key(|i| std::cmp::Reverse(i["priority"].as_u64().unwrap_or(0)));
+    JsonB(json!({
+        "table": table_name,
+        "indexes": reports,
+        "issues": issues,
+        "resolved_issues": resolved,
+        "thresholds": thresholds,
+    }))
+}

@@ -1,0 +1,7 @@
+//! The SQL surface: thin `#[pg_extern]`s that validate arguments, call the
+//! core and shape rows.
+
+pub mod args;
+pub mod check;
+pub mod health;
+pub mod status;

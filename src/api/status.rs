@@ -1,0 +1,79 @@
+//! `ruvector_dag_healing_status()`: configuration, versions and the
+//! pgvector indexes this session can see. Every figure is read from the
+//! catalog or the settings; nothing is estimated.
+
+use pgrx::prelude::*;
+use pgrx::spi::Spi;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+use crate::config::HealingConfig;
+
+fn visible_indexes() -> Vec<Value> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT c.oid::regclass::text, i.indrelid::regclass::text, am.amname::text,
+                        opc.opcname::text, pg_relation_size(c.oid), i.indisvalid,
+                        c.relkind = 'I'
+                   FROM pg_index i
+                   JOIN pg_class c ON c.oid = i.indexrelid
+                   JOIN pg_am am ON am.oid = c.relam
+                   JOIN pg_opclass opc ON opc.oid = i.indclass[0]
+                  WHERE am.amname IN ('hnsw', 'ivfflat')
+                    AND has_table_privilege(i.indrelid, 'SELECT')
+                  ORDER BY 1",
+                None,
+                &[],
+            )
+            .map(|rows| {
+                rows.map(|r| {
+                    json!({
+                        "index": r.get::<String>(1).ok().flatten(),
+                        "table": r.get::<String>(2).ok().flatten(),
+                        "am": r.get::<String>(3).ok().flatten(),
+                        "opclass": r.get::<String>(4).ok().flatten(),
+                        "bytes": r.get::<i64>(5).ok().flatten(),
+                        "valid": r.get::<bool>(6).ok().flatten(),
+                        "partitioned": r.get::<bool>(7).ok().flatten(),
+                    })
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+fn version_of(ext: &str) -> Option<String> {
+    Spi::get_one_with_args::<String>(
+        "SELECT extversion::text FROM pg_extension WHERE extname = $1",
+        &[ext.into()],
+    )
+    .ok()
+    .flatten()
+}
+
+#[pg_extern(volatile, parallel_safe)]
+fn ruvector_dag_healing_status() -> JsonB {
+    let indexes = visible_indexes();
+    let open_issues = Spi::get_one::<JsonB>(
+        "SELECT coalesce(jsonb_object_agg(severity, n), '{}') FROM
+           (SELECT severity, count(*) AS n FROM ruvector_healing.issues
+             WHERE status = 'open' GROUP BY severity) s",
+    )
+    .ok()
+    .flatten()
+    .map(|j| j.0)
+    .unwrap_or(json!({}));
+    JsonB(json!({
+        "extension_version": version_of("ruvector_healing"),
+        "library_version": env!("CARGO_PKG_VERSION"),
+        "pgvector_version": version_of("vector"),
+        "server_version": Spi::get_one::<String>("SELECT current_setting('server_version')").ok().flatten(),
+        "preloaded": crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed),
+        "config": HealingConfig::current(),
+        "index_count": indexes.len(),
+        "indexes": indexes,
+        "open_issues_by_severity": open_issues,
+    }))
+}

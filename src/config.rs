@@ -1,0 +1,144 @@
+//! The `ruvector.dag_healing_*` settings (the specification's
+//! `HealingConfig`), registered at library load, and a snapshot of them.
+//!
+//! Settings that change what the server does on its own (repairs, history,
+//! detection thresholds) are superuser-only (`PGC_SUSET`); the worker's
+//! schedule is server-wide (`PGC_SIGHUP`); the recall target is a user's own
+//! default for tuning (`PGC_USERSET`).
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use serde::Serialize;
+
+pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
+pub static THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.3);
+pub static ANOMALY_SENSITIVITY: GucSetting<f64> = GucSetting::<f64>::new(0.7);
+pub static MAX_CONCURRENT_REPAIRS: GucSetting<i32> = GucSetting::<i32>::new(3);
+pub static REPAIR_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static ROLLBACK_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static HISTORY_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static TARGET_RECALL: GucSetting<f64> = GucSetting::<f64>::new(0.95);
+
+/// One documented setting: name, default, range, context (for the README
+/// and `ruvector_dag_healing_status()`).
+pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"ruvector.dag_healing_enabled",
+        c"Enables self-healing: new health cycles and repairs.",
+        c"Off stops new cycles and repairs at once; inspection functions keep working.",
+        &ENABLED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_healing_interval_ms",
+        c"Time between two healing cycles of a database.",
+        c"The background worker inspects every monitored index once per interval.",
+        &INTERVAL_MS,
+        1_000,
+        86_400_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_healing_threshold",
+        c"Relative performance degradation that counts as an issue (0.3 = 30 %).",
+        c"Compared with the index's own baseline from past cycles.",
+        &THRESHOLD,
+        0.01,
+        1.0,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_healing_anomaly_sensitivity",
+        c"Anomaly detection sensitivity from 0 (least) to 1 (most sensitive).",
+        c"Scales the z-score needed to call an observation anomalous.",
+        &ANOMALY_SENSITIVITY,
+        0.0,
+        1.0,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_healing_max_concurrent_repairs",
+        c"Maximum number of repairs running at once in the server.",
+        c"",
+        &MAX_CONCURRENT_REPAIRS,
+        1,
+        64,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_healing_repair_timeout_s",
+        c"A repair running longer than this is cancelled and rolled back.",
+        c"",
+        &REPAIR_TIMEOUT_S,
+        10,
+        604_800,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"ruvector.dag_healing_rollback_enabled",
+        c"Keep a backup of what a repair replaces, and roll back repairs that do not validate.",
+        c"",
+        &ROLLBACK_ENABLED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_healing_history_retention_days",
+        c"Days of repair history and resolved issues kept before purging.",
+        c"",
+        &HISTORY_RETENTION_DAYS,
+        1,
+        3650,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_healing_target_recall",
+        c"Recall@k that search-setting tuning aims for.",
+        c"",
+        &TARGET_RECALL,
+        0.5,
+        1.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    // Typos such as `ruvector.dag_healing_enable` fail instead of creating
+    // a placeholder that silently does nothing.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
+}
+
+/// The effective settings of this session.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealingConfig {
+    pub enabled: bool,
+    pub interval_ms: i32,
+    pub threshold: f64,
+    pub anomaly_sensitivity: f64,
+    pub max_concurrent_repairs: i32,
+    pub repair_timeout_s: i32,
+    pub rollback_enabled: bool,
+    pub history_retention_days: i32,
+    pub target_recall: f64,
+}
+
+impl HealingConfig {
+    pub fn current() -> HealingConfig {
+        HealingConfig {
+            enabled: ENABLED.get(),
+            interval_ms: INTERVAL_MS.get(),
+            threshold: THRESHOLD.get(),
+            anomaly_sensitivity: ANOMALY_SENSITIVITY.get(),
+            max_concurrent_repairs: MAX_CONCURRENT_REPAIRS.get(),
+            repair_timeout_s: REPAIR_TIMEOUT_S.get(),
+            rollback_enabled: ROLLBACK_ENABLED.get(),
+            history_retention_days: HISTORY_RETENTION_DAYS.get(),
+            target_recall: TARGET_RECALL.get(),
+        }
+    }
+}

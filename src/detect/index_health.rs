@@ -1,0 +1,248 @@
+//! The specification's index rules (`IndexHealthChecker::needs_repair`),
+//! applied to the metrics of one inspection. Each rule is a threshold
+//! returning an issue with its kind, severity, priority and evidence.
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::diagnose::{priority, IssueKind, Severity};
+
+/// Thresholds, with the specification's defaults.
+#[derive(Debug, Clone, Serialize)]
+pub struct Thresholds {
+    /// HNSW: share of element slots without a live element.
+    pub max_fragmentation: f64,
+    /// HNSW: absolute number of unreachable live elements.
+    pub max_unreachable: u64,
+    /// HNSW: unreachable live elements as a share of live elements.
+    pub max_unreachable_ratio: f64,
+    /// HNSW: reachable live / live.
+    pub min_connectivity: f64,
+    /// IVFFlat: list-size coefficient of variation (stddev / mean).
+    pub max_cluster_balance: f64,
+    /// IVFFlat: centroid drift (see `metrics::centroid_drift`).
+    pub max_centroid_drift: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            max_fragmentation: 0.5,
+            max_unreachable: 100,
+            max_unreachable_ratio: 0.01,
+            min_connectivity: 0.8,
+            max_cluster_balance: 2.0,
+            max_centroid_drift: 0.5,
+        }
+    }
+}
+
+/// A problem found in one index.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndexIssue {
+    pub kind: IssueKind,
+    pub severity: Severity,
+    pub priority: u32,
+    pub details: Value,
+}
+
+fn f(m: &Map<String, Value>, k: &str) -> Option<f64> {
+    m.get(k).and_then(Value::as_f64)
+}
+
+fn issue(kind: IssueKind, severity: Severity, value: f64, details: Value) -> IndexIssue {
+    IndexIssue {
+        kind,
+        severity,
+        priority: priority(kind, severity, value),
+        details,
+    }
+}
+
+/// With `lists` lists, the largest possible balance is sqrt(lists - 1)
+/// (every row in one list); below 17 lists the threshold is capped at half
+/// of that so that it can still be crossed.
+pub fn balance_threshold(t: &Thresholds, lists: u64) -> f64 {
+    let max_possible = ((lists.max(1) - 1) as f64).sqrt();
+    t.max_cluster_balance.min(0.5 * max_possible)
+}
+
+pub fn hnsw_issues(m: &Map<String, Value>, t: &Thresholds) -> Vec<IndexIssue> {
+    let mut out = Vec::new();
+    if let Some(frag) = f(m, "fragmentation") {
+        if frag > t.max_fragmentation {
+            let sev = if frag > 0.8 {
+                Severity::Critical
+            } else if frag > 0.65 {
+                Severity::High
+            } else {
+                Severity::Medium
+            };
+            out.push(issue(
+                IssueKind::Fragmentation,
+                sev,
+                frag,
+                json!({
+                    "fragmentation": frag, "threshold": t.max_fragmentation,
+                    "elements_total": m.get("elements_total"),
+                    "elements_live": m.get("elements_live"),
+                    "elements_zombie": m.get("elements_zombie"),
+                    "elements_deleted": m.get("elements_deleted"),
+                }),
+            ));
+        }
+    }
+    let unreachable = m.get("unreachable").and_then(Value::as_u64).unwrap_or(0);
+    let ratio = f(m, "unreachable_ratio").unwrap_or(0.0);
+    if unreachable > 0 && (unreachable > t.max_unreachable || ratio > t.max_unreachable_ratio) {
+        let sev = if ratio > 0.10 {
+            Severity::Critical
+        } else if ratio > 0.05 {
+            Severity::High
+        } else if ratio > t.max_unreachable_ratio {
+            Severity::Medium
+        } else {
+            Severity::Low
+        };
+        out.push(issue(
+            IssueKind::UnreachableElements,
+            sev,
+            unreachable as f64,
+            json!({
+                "unreachable": unreachable, "unreachable_ratio": ratio,
+                "threshold": t.max_unreachable, "ratio_threshold": t.max_unreachable_ratio,
+                "elements_live": m.get("elements_live"),
+            }),
+        ));
+    }
+    if let Some(c) = f(m, "connectivity_score") {
+        if c < t.min_connectivity {
+            let sev = if c < 0.5 {
+                Severity::Critical
+            } else if c < 0.65 {
+                Severity::High
+            } else {
+                Severity::Medium
+            };
+            out.push(issue(
+                IssueKind::PoorConnectivity,
+                sev,
+                c,
+                json!({"connectivity_score": c, "threshold": t.min_connectivity}),
+            ));
+        }
+    }
+    out
+}
+
+pub fn ivfflat_issues(m: &Map<String, Value>, t: &Thresholds) -> Vec<IndexIssue> {
+    let mut out = Vec::new();
+    let lists = m.get("lists").and_then(Value::as_u64).unwrap_or(0);
+    let tuples = m.get("tuples").and_then(Value::as_u64).unwrap_or(0);
+    let threshold = balance_threshold(t, lists);
+    if let Some(b) = f(m, "cluster_balance") {
+        if tuples > 0 && lists > 1 && b > threshold {
+            let sev = if b > 2.0 * threshold {
+                Severity::High
+            } else {
+                Severity::Medium
+            };
+            out.push(issue(
+                IssueKind::UnbalancedClusters,
+                sev,
+                b,
+                json!({
+                    "cluster_balance": b, "threshold": threshold,
+                    "scan_cost_factor": m.get("scan_cost_factor"),
+                    "list_size_min": m.get("list_size_min"),
+                    "list_size_max": m.get("list_size_max"),
+                    "list_size_mean": m.get("list_size_mean"),
+                    "empty_clusters": m.get("empty_clusters"),
+                }),
+            ));
+        }
+    }
+    if let Some(d) = f(m, "centroid_drift") {
+        if d > t.max_centroid_drift {
+            let sev = if d > 2.0 * t.max_centroid_drift {
+                Severity::High
+            } else {
+                Severity::Medium
+            };
+            out.push(issue(
+                IssueKind::StaleTraining,
+                sev,
+                d,
+                json!({
+                    "centroid_drift": d, "threshold": t.max_centroid_drift,
+                    "centroid_quality": m.get("centroid_quality"),
+                    "training": m.get("training"),
+                }),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn healthy_hnsw_has_no_issue() {
+        let m = map(json!({"fragmentation": 0.1, "unreachable": 3, "unreachable_ratio": 0.0003,
+                          "connectivity_score": 0.9997}));
+        assert!(hnsw_issues(&m, &Thresholds::default()).is_empty());
+    }
+
+    #[test]
+    fn hnsw_rules_fire_with_severity_and_priority() {
+        let m = map(json!({"fragmentation": 0.85, "unreachable": 4000, "unreachable_ratio": 0.2,
+                          "connectivity_score": 0.8}));
+        let is = hnsw_issues(&m, &Thresholds::default());
+        assert_eq!(is.len(), 2);
+        assert_eq!(is[0].kind, IssueKind::Fragmentation);
+        assert_eq!(is[0].severity, Severity::Critical);
+        assert_eq!(is[0].priority, 85);
+        assert_eq!(is[1].kind, IssueKind::UnreachableElements);
+        assert_eq!(is[1].priority, 90);
+        // Exactly at the threshold is not an issue (the rule is strict).
+        let at = map(json!({"connectivity_score": 0.8, "fragmentation": 0.5}));
+        assert!(hnsw_issues(&at, &Thresholds::default()).is_empty());
+    }
+
+    #[test]
+    fn small_ratio_or_many_unreachable() {
+        let few = map(json!({"unreachable": 20, "unreachable_ratio": 0.02}));
+        let is = hnsw_issues(&few, &Thresholds::default());
+        assert_eq!(is[0].priority, 20);
+        assert_eq!(is[0].severity, Severity::Medium);
+        let many_small = map(json!({"unreachable": 150, "unreachable_ratio": 0.001}));
+        let is = hnsw_issues(&many_small, &Thresholds::default());
+        assert_eq!(is[0].severity, Severity::Low);
+        let none = map(json!({"unreachable": 5, "unreachable_ratio": 0.005}));
+        assert!(hnsw_issues(&none, &Thresholds::default()).is_empty());
+    }
+
+    #[test]
+    fn ivfflat_balance_threshold_scales_with_lists() {
+        let t = Thresholds::default();
+        assert_eq!(balance_threshold(&t, 100), 2.0);
+        assert!((balance_threshold(&t, 5) - 1.0).abs() < 1e-12);
+        let m = map(json!({"lists": 100, "tuples": 1000, "cluster_balance": 2.5}));
+        let is = ivfflat_issues(&m, &t);
+        assert_eq!(is.len(), 1);
+        assert_eq!(is[0].kind, IssueKind::UnbalancedClusters);
+        assert_eq!(is[0].priority, 50);
+        let ok = map(json!({"lists": 100, "tuples": 1000, "cluster_balance": 0.4,
+                            "centroid_drift": 0.1}));
+        assert!(ivfflat_issues(&ok, &t).is_empty());
+        let drift = map(json!({"lists": 100, "tuples": 1000, "cluster_balance": 0.4,
+                               "centroid_drift": 1.2}));
+        assert_eq!(ivfflat_issues(&drift, &t)[0].kind, IssueKind::StaleTraining);
+    }
+}

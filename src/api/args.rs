@@ -1,6 +1,7 @@
 //! Argument types shared by the SQL functions.
 
-use pgrx::prelude::*;
+use pgrx::callconv::{Arg, ArgAbi};
+use pgrx::nullable::Nullable;
 use pgrx::{pg_sys, FromDatum, IntoDatum};
 
 /// A `regclass` argument kept as a bare OID: unlike `PgRelation` it opens
@@ -33,6 +34,20 @@ impl IntoDatum for Regclass {
 }
 
 pgrx::impl_sql_translatable!(Regclass, "regclass");
+
+// SAFETY: a regclass datum is a by-value OID; nulls are handled by
+// `unbox_nullable_arg`, and the non-null path refuses null explicitly.
+unsafe impl<'fcx> ArgAbi<'fcx> for Regclass {
+    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+
+    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
 
 pub fn oid_of(r: Option<Regclass>) -> Option<pg_sys::Oid> {
     r.map(|r| r.0)

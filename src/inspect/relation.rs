@@ -42,7 +42,6 @@ pub struct IndexTarget {
 
 pub fn raise(code: PgSqlErrorCode, msg: &str, hint: &str) -> ! {
     ereport!(ERROR, code, msg, hint);
-    unreachable!()
 }
 
 struct CatalogRow {

@@ -194,3 +194,11 @@ pg_psql() {
     shift
     "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"
 }
+
+# Build and install the extension into the wheel's Postgres. The old library
+# is unlinked first: cargo pgrx copies over the file in place, which would
+# crash any running server that has the old one mapped.
+install_extension() {
+    rm -f "$PG_INSTALL/lib/ruvector_healing.so"
+    (cd "$ROOT" && cargo pgrx install --pg-config "$PG_CONFIG" "$@")
+}

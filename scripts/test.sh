@@ -97,6 +97,7 @@ else
     mkdir -p "$PGRX_DATA"
 fi
 cleanup_pgrx_clusters
+rm -f "$PG_INSTALL/lib/ruvector_healing.so"
 cargo pgrx test pg18 "${runas[@]}" --pgdata "$PGRX_DATA"
 pass
 
@@ -118,7 +119,7 @@ if (( ${#regress_args[@]} == 0 )); then
     skip "no $REGRESS_DIR/schedule and no $REGRESS_DIR/sql/*.sql"
 else
     # Debug build is enough here; replaces the pg_test build from suite b.
-    cargo pgrx install --pg-config "$PG_CONFIG"
+    install_extension
     start_test_server
     # pg_regress --use-existing neither creates nor drops the database.
     PGOPTIONS="-c client_min_messages=warning" \
@@ -147,7 +148,7 @@ if [[ ! -f "$ROOT/tests/integration/main.rs" ]]; then
 else
     if (( ! test_server_started )); then
         # Suite c was skipped, so the normal (non pg_test) build isn't installed yet.
-        cargo pgrx install --pg-config "$PG_CONFIG"
+        install_extension
     fi
     start_test_server
     RUVECTOR_TEST_HOST=127.0.0.1 \

@@ -66,9 +66,18 @@ mod tests {
     fn spec_priorities() {
         assert_eq!(priority(IssueKind::Fragmentation, Severity::High, 0.7), 70);
         assert_eq!(priority(IssueKind::Fragmentation, Severity::High, 1.7), 100);
-        assert_eq!(priority(IssueKind::UnreachableElements, Severity::Low, 12.0), 12);
-        assert_eq!(priority(IssueKind::UnreachableElements, Severity::Low, 5000.0), 90);
-        assert_eq!(priority(IssueKind::UnbalancedClusters, Severity::High, 9.0), 50);
+        assert_eq!(
+            priority(IssueKind::UnreachableElements, Severity::Low, 12.0),
+            12
+        );
+        assert_eq!(
+            priority(IssueKind::UnreachableElements, Severity::Low, 5000.0),
+            90
+        );
+        assert_eq!(
+            priority(IssueKind::UnbalancedClusters, Severity::High, 9.0),
+            50
+        );
         assert!(Severity::Critical > Severity::Low);
     }
 }

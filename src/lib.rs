@@ -34,7 +34,10 @@ pgrx::extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 // that `cargo test --lib` runs the pure-logic tests without a server.
 #[cfg(feature = "pg_test")]
 #[pg_schema]
-mod tests;
+mod tests {
+    // #[pg_schema] needs an inline module; the tests live in their own file.
+    include!("tests.rs");
+}
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

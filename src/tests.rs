@@ -1,11 +1,136 @@
-//! In-database tests (`cargo pgrx test`): behaviour that needs a server.
+// In-database tests (`cargo pgrx test`): the Rust layer against a real
+// server. Each test runs in its own rolled-back transaction. The SQL surface
+// (messages, hints, output shapes) is covered by `pg_regress/`.
 
 use pgrx::prelude::*;
+use serde_json::Value;
+
+use crate::config::HealingConfig;
+use crate::inspect::hnsw;
+use crate::inspect::relation::resolve;
+use crate::inspect::report::{hnsw_scan, ivf_scan, with_pages};
+
+fn oid_of(name: &str) -> pg_sys::Oid {
+    Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::regclass::oid", &[name.into()])
+        .unwrap()
+        .unwrap()
+}
+
+fn count(query: &str) -> i64 {
+    Spi::get_one::<i64>(query).unwrap().unwrap()
+}
+
+/// `rows` distinct 4-dimensional vectors (correlated subquery, so each row
+/// draws its own values) and one NULL vector, which no index stores.
+fn make_table(name: &str, rows: i32) {
+    Spi::run(&format!(
+        "CREATE TABLE {name} (id serial PRIMARY KEY, embedding vector(4));
+         INSERT INTO {name} (embedding)
+              SELECT array(SELECT random() + g * 0 FROM generate_series(1, 4))::vector
+                FROM generate_series(1, {rows}) g;
+         INSERT INTO {name} (embedding) VALUES (NULL);"
+    ))
+    .unwrap();
+}
 
 #[pg_test]
-fn settings_are_registered_with_ranges() {
+fn library_is_preloaded_and_settings_have_spec_defaults() {
+    assert!(crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed));
+    let c = serde_json::to_value(HealingConfig::current()).unwrap();
+    assert_eq!(c["enabled"], Value::Bool(true));
+    assert_eq!(c["interval_ms"], 300_000);
+    assert_eq!(c["threshold"], 0.3);
+    assert_eq!(c["anomaly_sensitivity"], 0.7);
+    assert_eq!(c["max_concurrent_repairs"], 3);
+    assert_eq!(c["rollback_enabled"], Value::Bool(true));
+    assert_eq!(c["history_retention_days"], 30);
+    assert_eq!(c["target_recall"], 0.95);
+}
+
+#[pg_test]
+fn config_snapshot_follows_set() {
+    Spi::run("SET LOCAL ruvector.dag_healing_target_recall = 0.9").unwrap();
+    Spi::run("SET LOCAL ruvector.dag_healing_enabled = off").unwrap();
+    let c = serde_json::to_value(HealingConfig::current()).unwrap();
+    assert_eq!(c["target_recall"], 0.9);
+    assert_eq!(c["enabled"], Value::Bool(false));
+}
+
+#[pg_test(
+    error = "7 is outside the valid range for parameter \"ruvector.dag_healing_threshold\" (0.01 .. 1)"
+)]
+fn threshold_out_of_range_is_refused() {
+    Spi::run("SET ruvector.dag_healing_threshold = 7").unwrap();
+}
+
+#[pg_test(error = "invalid configuration parameter name \"ruvector.nonsense\"")]
+fn ruvector_prefix_is_reserved() {
+    Spi::run("SET ruvector.nonsense = 1").unwrap();
+}
+
+#[pg_test]
+fn hnsw_walk_counts_what_the_table_holds() {
+    make_table("t_hnsw", 600);
+    Spi::run("CREATE INDEX t_hnsw_idx ON t_hnsw USING hnsw (embedding vector_l2_ops) WITH (m = 4)")
+        .unwrap();
+    let t = resolve(Some(oid_of("t_hnsw_idx")));
+    let (scan, bytes) = hnsw_scan(&t);
+    let rows = count("SELECT count(embedding) FROM t_hnsw");
+    assert_eq!(scan.heap_tids as i64, rows);
+    assert_eq!(scan.elements_live as i64, rows);
+    assert_eq!(bytes as i64, count("SELECT pg_relation_size('t_hnsw_idx')"));
+
+    // Every unreachable element names heap rows that exist.
+    let (list, _) = with_pages(&t, |src| hnsw::unreachable_elements(src, 100_000));
+    let list = list.unwrap();
+    assert_eq!(list.len() as u64, scan.unreachable());
+    for u in list {
+        for h in u.heap_tids {
+            let found = count(&format!(
+                "SELECT count(*) FROM t_hnsw WHERE ctid = '({},{})'",
+                h.block, h.offset
+            ));
+            assert_eq!(found, 1);
+        }
+    }
+}
+
+#[pg_test]
+fn ivfflat_walk_counts_what_the_table_holds() {
+    make_table("t_ivf", 800);
+    Spi::run(
+        "CREATE INDEX t_ivf_idx ON t_ivf USING ivfflat (embedding vector_l2_ops) WITH (lists = 4)",
+    )
+    .unwrap();
+    Spi::run("DELETE FROM t_ivf WHERE id % 4 = 0").unwrap();
+    let t = resolve(Some(oid_of("t_ivf_idx")));
+    let (scan, _) = ivf_scan(&t);
+    assert_eq!(scan.lists.len(), 4);
+    // Without VACUUM the deleted rows' entries are still in the lists.
+    assert_eq!(scan.tuples(), 800);
+}
+
+#[pg_test]
+fn health_check_records_then_updates_one_issue() {
+    make_table("t_check", 50);
+    Spi::run("CREATE INDEX t_check_idx ON t_check USING hnsw (embedding vector_l2_ops)").unwrap();
+    // An index whose build failed stays invalid; simulate that in-catalog.
+    Spi::run("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 't_check_idx'::regclass")
+        .unwrap();
+    Spi::run("SELECT ruvector_dag_health_check('t_check')").unwrap();
+    Spi::run("SELECT ruvector_dag_health_check('t_check')").unwrap();
+    let (n, seen) = Spi::get_two::<i64, i32>(
+        "SELECT count(*), max(times_seen) FROM ruvector_dag_detected_issues('t_check')
+          WHERE kind = 'invalid_index' AND status = 'open'",
+    )
+    .unwrap();
+    assert_eq!((n, seen), (Some(1), Some(2)));
+
+    Spi::run("UPDATE pg_index SET indisvalid = true WHERE indexrelid = 't_check_idx'::regclass")
+        .unwrap();
+    Spi::run("SELECT ruvector_dag_health_check('t_check')").unwrap();
     assert_eq!(
-        Spi::get_one::<String>("SHOW ruvector.dag_healing_threshold").unwrap(),
-        Some("0.3".into())
+        count("SELECT count(*) FROM ruvector_dag_detected_issues('t_check') WHERE status = 'open'"),
+        0
     );
 }

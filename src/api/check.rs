@@ -65,7 +65,11 @@ fn issues_of(health: &Value, am: Am, t: &Thresholds, out: &mut Vec<(String, Inde
         return;
     }
     let Some(m) = health.as_object() else { return };
-    let name = m.get("index").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = m
+        .get("index")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let found = match am {
         Am::Hnsw => hnsw_issues(m, t),
         Am::IvfFlat => ivfflat_issues(m, t),

@@ -49,7 +49,12 @@ fn require(t: &IndexTarget, am: Am, function: &str) {
     if t.am != am {
         raise(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            &format!("\"{}\" is an {} index, not {}", t.name, t.am.name(), am.name()),
+            &format!(
+                "\"{}\" is an {} index, not {}",
+                t.name,
+                t.am.name(),
+                am.name()
+            ),
             &format!("{function} reads {} indexes only", am.name()),
         );
     }

@@ -194,15 +194,19 @@ mod tests {
 
     #[test]
     fn healthy_hnsw_has_no_issue() {
-        let m = map(json!({"fragmentation": 0.1, "unreachable": 3, "unreachable_ratio": 0.0003,
-                          "connectivity_score": 0.9997}));
+        let m = map(
+            json!({"fragmentation": 0.1, "unreachable": 3, "unreachable_ratio": 0.0003,
+                          "connectivity_score": 0.9997}),
+        );
         assert!(hnsw_issues(&m, &Thresholds::default()).is_empty());
     }
 
     #[test]
     fn hnsw_rules_fire_with_severity_and_priority() {
-        let m = map(json!({"fragmentation": 0.85, "unreachable": 4000, "unreachable_ratio": 0.2,
-                          "connectivity_score": 0.8}));
+        let m = map(
+            json!({"fragmentation": 0.85, "unreachable": 4000, "unreachable_ratio": 0.2,
+                          "connectivity_score": 0.8}),
+        );
         let is = hnsw_issues(&m, &Thresholds::default());
         assert_eq!(is.len(), 2);
         assert_eq!(is[0].kind, IssueKind::Fragmentation);

@@ -400,8 +400,8 @@ fn run<S: PageSource>(src: &mut S) -> Result<(Walk<'_, S>, Vec<u32>), String> {
     }
     let mut buf = vec![0u8; BLCKSZ];
     src.read_page(0, &mut buf)?;
-    let meta = HnswMeta::parse(&Page::new(&buf).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let meta =
+        HnswMeta::parse(&Page::new(&buf).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     if meta.m < 2 {
         return Err(format!(
             "meta page has m = {}, pgvector requires m >= 2",
@@ -473,7 +473,9 @@ pub fn walk<S: PageSource>(src: &mut S) -> Result<HnswScan, String> {
     w.scan.slot_bytes = w
         .blocks
         .iter()
-        .map(|v| (v.capacity() * std::mem::size_of::<Slot>() + std::mem::size_of::<Vec<Slot>>()) as u64)
+        .map(|v| {
+            (v.capacity() * std::mem::size_of::<Slot>() + std::mem::size_of::<Vec<Slot>>()) as u64
+        })
         .sum::<u64>()
         + w.dirty.len() as u64;
     Ok(w.scan)

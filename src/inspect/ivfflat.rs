@@ -95,8 +95,8 @@ pub fn walk<S: PageSource>(
     }
     let mut buf = vec![0u8; BLCKSZ];
     src.read_page(0, &mut buf)?;
-    let meta = IvfMeta::parse(&Page::new(&buf).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let meta =
+        IvfMeta::parse(&Page::new(&buf).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let mut scan = IvfScan {
         pages: nblocks as u64,
         page_reads: 1,
@@ -178,7 +178,9 @@ pub fn walk<S: PageSource>(
             let list = &mut scan.lists[li];
             list.pages += 1;
             for off in 1..=page.max_offset() {
-                let Some(id) = page.item_id(off) else { continue };
+                let Some(id) = page.item_id(off) else {
+                    continue;
+                };
                 if id.flags != LP_NORMAL {
                     list.dead_items += (id.flags == 3) as u64;
                     continue;

@@ -365,12 +365,7 @@ impl IvfMeta {
     pub fn parse(page: &Page) -> Result<IvfMeta, LayoutError> {
         page.check_page_id(IVFFLAT_PAGE_ID)?;
         let c = page.contents();
-        check_magic_version(
-            u32_at(c, 0),
-            u32_at(c, 4),
-            IVFFLAT_MAGIC,
-            IVFFLAT_VERSION,
-        )?;
+        check_magic_version(u32_at(c, 0), u32_at(c, 4), IVFFLAT_MAGIC, IVFFLAT_VERSION)?;
         Ok(IvfMeta {
             version: u32_at(c, 4),
             dimensions: u16_at(c, 8),
@@ -440,7 +435,9 @@ pub fn varlena(b: &[u8]) -> Result<Varlena<'_>, LayoutError> {
     let first = b[0];
     if first & 0x01 == 0x01 {
         if first == 0x01 {
-            return Err(LayoutError::BadTuple("external toast pointer in an index tuple"));
+            return Err(LayoutError::BadTuple(
+                "external toast pointer in an index tuple",
+            ));
         }
         let len = ((first >> 1) & 0x7F) as usize;
         if len < 1 || len > b.len() {
@@ -577,11 +574,26 @@ mod tests {
     #[test]
     fn meta_round_trip_and_refusals() {
         let mut p = PageBuilder::new(HNSW_PAGE_ID, INVALID_BLOCK);
-        p.set_contents(&hnsw_meta(3, 16, 64, Tid { block: 1, offset: 1 }, 2));
+        p.set_contents(&hnsw_meta(
+            3,
+            16,
+            64,
+            Tid {
+                block: 1,
+                offset: 1,
+            },
+            2,
+        ));
         let meta = HnswMeta::parse(&Page::new(&p.b).unwrap()).unwrap();
         assert_eq!(meta.m, 16);
         assert_eq!(meta.ef_construction, 64);
-        assert_eq!(meta.entry, Tid { block: 1, offset: 1 });
+        assert_eq!(
+            meta.entry,
+            Tid {
+                block: 1,
+                offset: 1
+            }
+        );
         assert_eq!(meta.entry_level, 2);
 
         let mut bad = p.b.clone();
@@ -608,20 +620,59 @@ mod tests {
 
     #[test]
     fn element_and_neighbor_tuples() {
-        let heap = [Tid { block: 7, offset: 3 }, Tid { block: 70000, offset: 1 }];
-        let e = hnsw_element(1, false, &heap, Tid { block: 2, offset: 9 }, &[1.0, 2.0]);
+        let heap = [
+            Tid {
+                block: 7,
+                offset: 3,
+            },
+            Tid {
+                block: 70000,
+                offset: 1,
+            },
+        ];
+        let e = hnsw_element(
+            1,
+            false,
+            &heap,
+            Tid {
+                block: 2,
+                offset: 9,
+            },
+            &[1.0, 2.0],
+        );
         let parsed = HnswElement::parse(&e).unwrap();
         assert_eq!(parsed.heaptids, heap.to_vec());
-        assert_eq!(parsed.neighbortid, Tid { block: 2, offset: 9 });
+        assert_eq!(
+            parsed.neighbortid,
+            Tid {
+                block: 2,
+                offset: 9
+            }
+        );
         assert_eq!(HnswElement::state_of(&e), ElementState::Live);
         assert_eq!(HnswElement::count_heaptids(&e), 2);
-        let z = hnsw_element(0, false, &[], Tid { block: 2, offset: 9 }, &[1.0]);
+        let z = hnsw_element(
+            0,
+            false,
+            &[],
+            Tid {
+                block: 2,
+                offset: 9,
+            },
+            &[1.0],
+        );
         assert_eq!(HnswElement::state_of(&z), ElementState::Zombie);
         let d = hnsw_element(0, true, &[], Tid::default(), &[1.0]);
         assert_eq!(HnswElement::state_of(&d), ElementState::Deleted);
 
-        let a = Tid { block: 1, offset: 1 };
-        let b = Tid { block: 1, offset: 3 };
+        let a = Tid {
+            block: 1,
+            offset: 1,
+        };
+        let b = Tid {
+            block: 1,
+            offset: 3,
+        };
         let n = hnsw_neighbors(1, 2, &[vec![a, b], vec![b]]);
         let nb = HnswNeighbors::parse(&n).unwrap();
         assert!(nb.matches(1, 0, 2));

@@ -176,7 +176,11 @@ pub fn hnsw_levels(s: &HnswScan) -> Vec<LevelRow> {
             expected_in_layer: r6(expected_in_layer(live, meta.m, l)),
             mean_out_degree: (st.degree_count > 0)
                 .then(|| r6(st.degree_sum as f64 / st.degree_count as f64)),
-            max_degree: if l == 0 { 2 * meta.m as i32 } else { meta.m as i32 },
+            max_degree: if l == 0 {
+                2 * meta.m as i32
+            } else {
+                meta.m as i32
+            },
         })
         .collect()
 }
@@ -204,7 +208,11 @@ pub fn size_stats(sizes: &[u64]) -> (f64, f64, u64, u64) {
 /// Share of sampled entries whose nearest center (by the index's metric) is
 /// the center of the list they sit in. `None` without a decoded sample.
 pub fn centroid_quality(scan: &IvfScan, metric: Metric) -> Option<f64> {
-    let centers: Vec<&Vec<f32>> = scan.lists.iter().filter_map(|l| l.center.as_ref()).collect();
+    let centers: Vec<&Vec<f32>> = scan
+        .lists
+        .iter()
+        .filter_map(|l| l.center.as_ref())
+        .collect();
     if scan.sample.is_empty() || centers.len() != scan.lists.len() {
         return None;
     }
@@ -289,7 +297,10 @@ pub fn ivfflat_metrics(s: &IvfScan, metric: Metric, bytes: u64) -> Map<String, V
         "mean_distance_to_center",
         json!((decoded > 0).then(|| r6(dist_sum / decoded as f64))),
     );
-    put("centroid_quality", json!(centroid_quality(s, metric).map(r6)));
+    put(
+        "centroid_quality",
+        json!(centroid_quality(s, metric).map(r6)),
+    );
     put("centroid_sample_size", json!(s.sample.len()));
     put("centroid_drift", json!(centroid_drift(s).map(r6)));
     put(

@@ -24,7 +24,9 @@ impl BufferPages {
 
 impl PageSource for BufferPages {
     fn nblocks(&mut self) -> u32 {
-        unsafe { pg_sys::RelationGetNumberOfBlocksInFork(self.rel, pg_sys::ForkNumber::MAIN_FORKNUM) }
+        unsafe {
+            pg_sys::RelationGetNumberOfBlocksInFork(self.rel, pg_sys::ForkNumber::MAIN_FORKNUM)
+        }
     }
 
     fn read_page(&mut self, blk: u32, buf: &mut [u8]) -> Result<(), String> {

@@ -154,7 +154,10 @@ pub fn resolve(oid: Option<pg_sys::Oid>) -> IndexTarget {
     if row.persistence == "t" && !row.own_temp {
         raise(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            &format!("index \"{}\" belongs to another session's temporary table", row.name),
+            &format!(
+                "index \"{}\" belongs to another session's temporary table",
+                row.name
+            ),
             "temporary indexes can only be inspected by the session that owns them",
         );
     }

@@ -121,7 +121,11 @@ pub fn index_health(t: &IndexTarget) -> Map<String, Value> {
                 bytes,
             ));
             if !t.vector_type.is_some_and(|v| v.decodable()) {
-                for k in ["mean_distance_to_center", "centroid_quality", "centroid_drift"] {
+                for k in [
+                    "mean_distance_to_center",
+                    "centroid_quality",
+                    "centroid_drift",
+                ] {
                     skipped.push(json!({
                         "metric": k,
                         "reason": format!("values of type {} are not decoded; distance metrics need vector or halfvec", t.type_name),

@@ -95,7 +95,7 @@ fn record(index_name: &str, table: pg_sys::Oid, i: &IndexIssue) -> i64 {
         _ => raise(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             "could not record a detected issue",
-            "",
+            "the table ruvector_healing.issues is missing or altered; reinstall the extension (DROP EXTENSION ruvector_healing; CREATE EXTENSION ruvector_healing)",
         ),
     }
 }

@@ -10,7 +10,7 @@ use super::args::{oid_of, Regclass};
 use crate::inspect::hnsw;
 use crate::inspect::metrics;
 use crate::inspect::relation::{raise, resolve, Am, IndexTarget};
-use crate::inspect::report::{hnsw_scan, index_health, ivf_scan, with_pages};
+use crate::inspect::report::{hnsw_scan, index_health, ivf_scan, walk_error, with_pages};
 
 /// Health of one index; a partitioned index reports each leaf partition.
 pub fn health_value(t: &IndexTarget) -> Value {
@@ -60,6 +60,7 @@ fn require(t: &IndexTarget, am: Am, function: &str) {
     }
 }
 
+#[allow(clippy::type_complexity)] // the SQL result columns
 #[pg_extern(volatile, parallel_safe)]
 fn ruvector_dag_hnsw_levels(
     index: Option<Regclass>,
@@ -141,19 +142,13 @@ fn ruvector_dag_hnsw_unreachable(
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             &format!("max_rows must be between 1 and 10000000, got {max_rows}"),
-            "",
+            "max_rows caps the rows returned; ruvector_dag_index_health() reports the full unreachable count",
         );
     }
     let t = resolve(oid_of(index));
     require(&t, Am::Hnsw, "ruvector_dag_hnsw_unreachable");
     let (r, _) = with_pages(&t, |src| hnsw::unreachable_elements(src, max_rows as usize));
-    let list = r.unwrap_or_else(|e| {
-        raise(
-            PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
-            &format!("cannot read hnsw index \"{}\": {e}", t.name),
-            "",
-        )
-    });
+    let list = r.unwrap_or_else(|e| walk_error(&t, e));
     TableIterator::new(list.into_iter().flat_map(|u| {
         let element = tid(u.element);
         let level = u.level as i32;

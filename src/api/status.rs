@@ -21,7 +21,7 @@ fn visible_indexes() -> Vec<Value> {
                    JOIN pg_am am ON am.oid = c.relam
                    JOIN pg_opclass opc ON opc.oid = i.indclass[0]
                   WHERE am.amname IN ('hnsw', 'ivfflat')
-                    AND has_table_privilege(i.indrelid, 'SELECT')
+                    AND has_any_column_privilege(i.indrelid, 'SELECT')
                   ORDER BY 1",
                 None,
                 &[],

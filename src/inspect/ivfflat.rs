@@ -152,7 +152,7 @@ pub fn walk<S: PageSource>(
     }
 
     // Entry pages of each list.
-    let mut rng = SplitMix(0x5EED_1DF1_A7u64);
+    let mut rng = SplitMix(0x005E_ED1D_F1A7_u64);
     let mut seen_entries = 0u64;
     for li in 0..scan.lists.len() {
         let mut blk = scan.lists[li].start_page;

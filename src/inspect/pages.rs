@@ -71,7 +71,7 @@ impl ValueDecoder for ServerDecoder {
                 let len = (header >> 2) as usize;
                 let payload = std::slice::from_raw_parts(out.add(4), len.saturating_sub(4));
                 let v = decode_dense(self.ty, payload);
-                if out as *mut u8 != copy {
+                if !std::ptr::eq(out, copy) {
                     pg_sys::pfree(out as *mut std::ffi::c_void);
                 }
                 pg_sys::pfree(copy as *mut std::ffi::c_void);

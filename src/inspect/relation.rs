@@ -1,9 +1,9 @@
 //! Resolves a regclass into a pgvector index we may read, with a clear
 //! ERROR and hint for everything else, and opens it for reading.
 
-use pgrx::prelude::*;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::spi::Spi;
-use pgrx::{pg_sys, PgSqlErrorCode};
+use pgrx::{pg_sys, PgLogLevel, PgSqlErrorCode};
 
 use super::vectors::{Metric, VectorType};
 
@@ -40,8 +40,16 @@ pub struct IndexTarget {
     pub partitions: Vec<pg_sys::Oid>,
 }
 
+/// Raises an ERROR with SQLSTATE `code`, `msg` and (when not empty) a HINT
+/// that says what to do instead.
+#[track_caller]
 pub fn raise(code: PgSqlErrorCode, msg: &str, hint: &str) -> ! {
-    ereport!(ERROR, code, msg, hint);
+    let mut report = ErrorReport::new(code, msg.to_string(), "ruvector_healing");
+    if !hint.is_empty() {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
 }
 
 struct CatalogRow {

@@ -18,7 +18,7 @@ use super::vectors::Metric;
 /// Entries sampled for IVFFlat's centroid quality.
 pub const CENTROID_SAMPLE: usize = 1000;
 
-fn walk_error(t: &IndexTarget, e: String) -> ! {
+pub fn walk_error(t: &IndexTarget, e: String) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
         &format!("cannot read {} index \"{}\": {e}", t.am.name(), t.name),
@@ -37,7 +37,7 @@ pub fn with_pages<R>(t: &IndexTarget, f: impl FnOnce(&mut BufferPages) -> R) -> 
 }
 
 pub fn hnsw_scan(t: &IndexTarget) -> (HnswScan, u64) {
-    let (r, bytes) = with_pages(t, |src| hnsw::walk(src));
+    let (r, bytes) = with_pages(t, hnsw::walk);
     match r {
         Ok(s) => (s, bytes),
         Err(e) => walk_error(t, e),

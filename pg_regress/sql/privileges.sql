@@ -1,0 +1,29 @@
+-- Reading index contents needs the privilege that reading the table would.
+CREATE TABLE secret (id int PRIMARY KEY, embedding vector(3));
+INSERT INTO secret SELECT g, ARRAY[g, g % 7, g % 5]::vector FROM generate_series(1, 50) g;
+CREATE INDEX secret_hnsw ON secret USING hnsw (embedding vector_l2_ops);
+CREATE ROLE regress_rv_reader;
+
+SET ROLE regress_rv_reader;
+SELECT i->>'index' AS index FROM jsonb_array_elements(ruvector_dag_healing_status()->'indexes') i;
+SELECT ruvector_dag_index_health('secret_hnsw');
+SELECT * FROM ruvector_dag_hnsw_levels('secret_hnsw');
+-- Recording issues is reserved to ruvector_healer members.
+SELECT ruvector_dag_health_check('secret');
+RESET ROLE;
+
+-- SELECT on the indexed column is enough.
+GRANT SELECT (embedding) ON secret TO regress_rv_reader;
+SET ROLE regress_rv_reader;
+SELECT (ruvector_dag_index_health('secret_hnsw')->>'heap_tids')::int AS heap_tids;
+-- The status lists indexes of tables the role may read (some column of).
+SELECT i->>'index' AS index FROM jsonb_array_elements(ruvector_dag_healing_status()->'indexes') i;
+RESET ROLE;
+
+GRANT ruvector_healer TO regress_rv_reader;
+SET ROLE regress_rv_reader;
+SELECT jsonb_array_length(ruvector_dag_health_check('secret')->'issues') AS issues;
+RESET ROLE;
+
+DROP TABLE secret;
+DROP ROLE regress_rv_reader;

@@ -11,6 +11,7 @@
 # indexes between runs (only regenerated when ROWS/DIM change), and stops the
 # server on exit. Raw measurements and one full report per index are kept in
 # $RV_HOME/bench-results/<timestamp>/.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 bash "$here/../scripts/setup.sh"
@@ -96,11 +97,11 @@ relation_files() {
     return 0
 }
 
-# Restart with empty shared buffers, the index file(s) $@ read into the OS
-# page cache just before the start.
+# Restart with empty shared buffers, both indexes' files read into the OS
+# page cache just before the start (so that reading them costs no disk I/O).
 restart_cold() {
     stop_server
-    cat "$@" >/dev/null
+    cat "${INDEX_FILES[@]}" >/dev/null
     start_server
 }
 
@@ -273,17 +274,14 @@ mkdir -p "$RESULTS"
 printf 'index\tstate\twhat\trep\tms\tinspection_ms\tpage_reads\tpages\titems\twalk_mem_bytes\twalk_mem_per_elem\tblocks\trss0_kb\thwm0_kb\thwm1_kb\tshmem0_kb\tshmem1_kb\n' > "$RAW"
 
 # Files of both indexes, read into the OS cache before every cold start.
-declare -A FILES
-for idx in "$HNSW_IDX" "$IVF_IDX"; do
-    FILES[$idx]="$(relation_files "$idx" | tr '\n' ' ')"
-done
-# Facts about the indexes (sizes, pages), read once.
+INDEX_FILES=()
 declare -A SIZE PAGES
 for idx in "$HNSW_IDX" "$IVF_IDX"; do
-    IFS='|' read -r SIZE[$idx] PAGES[$idx] < <(bsql -c "
+    mapfile -t files < <(relation_files "$idx")
+    INDEX_FILES+=("${files[@]}")
+    IFS='|' read -r "SIZE[$idx]" "PAGES[$idx]" < <(bsql -c "
         SELECT pg_relation_size('$idx'), pg_relation_size('$idx') / current_setting('block_size')::int")
-    # shellcheck disable=SC2086  # FILES holds a space-separated list of paths
-    log "$idx: $(( ${SIZE[$idx]} / 1048576 )) MB, ${PAGES[$idx]} pages, files: ${FILES[$idx]}"
+    log "$idx: $(( ${SIZE[$idx]} / 1048576 )) MB, ${PAGES[$idx]} pages, files: ${files[*]}"
 done
 
 # The projection of one bench_time() call into a '|'-separated line.
@@ -322,24 +320,23 @@ log "Cold runs: $REPEAT x {restart, inspect} and {restart, pg_prewarm} per index
 for (( r = 1; r <= REPEAT; r++ )); do
     for idx in "$HNSW_IDX" "$IVF_IDX"; do
         for what in inspect prewarm; do
-            # shellcheck disable=SC2086  # FILES holds a space-separated list of paths
-            restart_cold ${FILES[$idx]}
+            restart_cold
             line="$(measure_fresh "$what" "$idx")"
             record "$idx" cold "$line"
             log "  cold $r/$REPEAT $idx $what: $(cut -d'|' -f2 <<< "$line") ms"
         done
     done
 done
-if [[ -z "$IO_METHOD" ]] && command -v fincore >/dev/null 2>&1; then
-    # shellcheck disable=SC2086
-    log "OS page cache residency of the index files: $(fincore -n -o RES,SIZE,FILE ${FILES[*]} | tr '\n' ';')"
+if command -v fincore >/dev/null 2>&1; then
+    log "OS page cache residency of the index files (resident, size, file):"
+    fincore -n -o RES,SIZE,FILE "${INDEX_FILES[@]}" | sed 's/^/      /'
 fi
 
 # ------------------------------------------------------------------ warm
 # Index in shared buffers: one session per index, a pg_prewarm and an
 # inspection first (not counted), then REPEAT x {inspect, prewarm}.
 log "Warm runs: $REPEAT x {inspect, pg_prewarm} per index, index in shared buffers"
-restart_cold "${FILES[$HNSW_IDX]%% *}"
+restart_cold
 for idx in "$HNSW_IDX" "$IVF_IDX"; do
     args=(-c "LOAD 'pg_prewarm'" -c "SELECT FROM bench_time('noop', '$idx')"
           -c "SELECT 'warmup_prewarm', $PROJ FROM bench_time('prewarm', '$idx') b"
@@ -355,24 +352,125 @@ done
 for idx in "$HNSW_IDX" "$IVF_IDX"; do
     bsql -c "SELECT jsonb_pretty(ruvector_dag_index_health('$idx'))" > "$RESULTS/$idx.json"
 done
+# Facts for the summary, read while the server is up.
 server_io_method="$(bsql -c "SHOW io_method")"
+pgvector_version="$(bsql -c "SELECT extversion FROM pg_extension WHERE extname = 'vector'")"
+pg_version="$(bsql -c "SHOW server_version")"
+declare -A BUILT
+for key in load hnsw_build ivfflat_build; do
+    BUILT[$key]="$(bsql -c "SELECT value || '|' || to_char(at, 'YYYY-MM-DD HH24:MI') FROM bench_meta
+                             WHERE key = '${key}_ms'")"
+done
 stop_server
 
 # ------------------------------------------------------------------ summary
-# Column $1 of the raw rows matching index $2, state $3, what $4.
+# Column $1 of the raw rows for index $2, state $3, what $4.
 col() {
     awk -F'\t' -v c="$1" -v i="$2" -v s="$3" -v w="$4" \
         'NR > 1 && $1 == i && $2 == s && $3 == w {print $c}' "$RAW"
 }
-# "median (min-max)" of a series.
+# Per-row private memory estimate in kB: peak RSS growth over the RSS at the
+# start of the call, less the shared-buffer pages the call mapped in.
+private_kb() {
+    awk -F'\t' -v i="$1" -v s="$2" -v w="$3" \
+        'NR > 1 && $1 == i && $2 == s && $3 == w {print ($15 - $13) - ($17 - $16)}' "$RAW"
+}
+shmem_kb() {
+    awk -F'\t' -v i="$1" -v s="$2" -v w="$3" \
+        'NR > 1 && $1 == i && $2 == s && $3 == w {print $17 - $16}' "$RAW"
+}
+# "median (min–max)" of a series.
 spread() { echo "$(median "$@") ($(minimum "$@")–$(maximum "$@"))"; }
+# 1234567 -> 1.23M
+human() { awk -v x="$1" 'BEGIN {if (x >= 1e6) printf "%.2fM", x/1e6; else if (x >= 1e3) printf "%.1fk", x/1e3; else printf "%.0f", x}'; }
+built() {
+    local v="${BUILT[$1]}"
+    if [[ -z "$v" ]]; then echo "unknown"; else echo "$(fmt '%.1f' "$(calc "${v%%|*} / 1000")") s (${v#*|})"; fi
+}
 
-# Column numbers in raw.tsv.
 C_MS=5; C_INSP=6; C_READS=7; C_PAGES=8; C_ITEMS=9; C_MEM=10; C_MEMPE=11
-C_RSS0=13; C_HWM0=14; C_HWM1=15; C_SH0=16; C_SH1=17
 
 echo
-echo "=================================================================== results"
-echo "ROWS=$ROWS DIM=$DIM REPEAT=$REPEAT io_method=$server_io_method shared_buffers=2GB"
-echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), pgvector $(bsql_ver=1; echo "${PGVECTOR_VERSION:-0.8.6}"), load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "load: $(meta_get_cached load_ms 2>/dev/null || true)"
+echo "================================================================== results"
+echo "PostgreSQL $pg_version, pgvector $pgvector_version, ruvector_healing release build"
+echo "ROWS=$ROWS DIM=$DIM REPEAT=$REPEAT io_method=$server_io_method shared_buffers=2GB lists=$LISTS"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+echo "data generation: $(built load); HNSW build: $(built hnsw_build); IVFFlat build: $(built ivfflat_build)"
+echo "(times in ms are server-side clock_timestamp() around the call: median (min–max) of $REPEAT)"
+
+declare -a SUMMARY=()
+goals_ok=1
+for idx in "$HNSW_IDX" "$IVF_IDX"; do
+    kind=hnsw; unit=elements
+    [[ "$idx" == "$IVF_IDX" ]] && { kind=ivfflat; unit=entries; }
+    mapfile -t ci < <(col $C_MS "$idx" cold inspect)
+    mapfile -t cp < <(col $C_MS "$idx" cold prewarm)
+    mapfile -t cx < <(col $C_INSP "$idx" cold inspect)
+    mapfile -t wi < <(col $C_MS "$idx" warm inspect)
+    mapfile -t wp < <(col $C_MS "$idx" warm prewarm)
+    mapfile -t wx < <(col $C_INSP "$idx" warm inspect)
+    mapfile -t pc < <(private_kb "$idx" cold inspect)
+    mapfile -t pp < <(private_kb "$idx" cold prewarm)
+    mapfile -t sc < <(shmem_kb "$idx" cold inspect)
+    mapfile -t sp < <(shmem_kb "$idx" cold prewarm)
+    mapfile -t pw < <(private_kb "$idx" warm warmup_inspect)
+    items="$(col $C_ITEMS "$idx" cold inspect | tail -n1)"
+    reads="$(col $C_READS "$idx" cold inspect | tail -n1)"
+    pages="$(col $C_PAGES "$idx" cold inspect | tail -n1)"
+    mem="$(col $C_MEM "$idx" cold inspect | tail -n1)"
+    mempe="$(col $C_MEMPE "$idx" cold inspect | tail -n1)"
+    mci="$(median "${ci[@]}")"; mcp="$(median "${cp[@]}")"
+    mwi="$(median "${wi[@]}")"; mwp="$(median "${wp[@]}")"
+    cold_ratio="$(calc "$mci / $mcp")"; warm_ratio="$(calc "$mwi / $mwp")"
+    rate_cold="$(calc "$items / ($mci / 1000)")"; rate_warm="$(calc "$items / ($mwi / 1000)")"
+    rss_pe="$(calc "$(median "${pc[@]}") * 1024 / $items")"
+
+    echo
+    echo "--- $idx ($kind): ${SIZE[$idx]} bytes ($(( ${SIZE[$idx]} / 1048576 )) MB), ${PAGES[$idx]} pages, $items $unit"
+    echo "  walk page_reads:          $reads (= $(fmt '%.2f' "$(calc "$reads / $pages")") x the $pages pages)"
+    echo "  cold inspect:             $(spread "${ci[@]}") ms; extension's inspection_ms $(spread "${cx[@]}")"
+    echo "  cold pg_prewarm:          $(spread "${cp[@]}") ms"
+    echo "  cold ratio (medians):     $(fmt '%.2f' "$cold_ratio")"
+    echo "  warm inspect:             $(spread "${wi[@]}") ms; extension's inspection_ms $(spread "${wx[@]}")"
+    echo "  warm pg_prewarm:          $(spread "${wp[@]}") ms"
+    echo "  warm ratio (medians):     $(fmt '%.2f' "$warm_ratio")"
+    echo "  $unit/s:               $(human "$rate_cold") cold, $(human "$rate_warm") warm"
+    if [[ "$kind" == hnsw ]]; then
+        echo "  walk memory (own count):  $mem bytes = $mempe bytes/element"
+    fi
+    echo "  backend RSS, fresh session after restart (kB, median):"
+    echo "    inspect: shared-buffer pages mapped $(median "${sc[@]}"), private peak ≈ $(spread "${pc[@]}")" \
+         "= $(fmt '%.1f' "$rss_pe") bytes/$unit"
+    echo "    prewarm: shared-buffer pages mapped $(median "${sp[@]}"), private peak ≈ $(spread "${pp[@]}")"
+    echo "    inspect in a session whose index pages were already mapped: private peak ≈ ${pw[*]} kB"
+
+    line="$(printf '%-8s cold: inspect %s ms / prewarm %s ms = %s | warm: %s ms / %s ms = %s | %s %s/s' \
+        "$kind" "$(fmt '%.0f' "$mci")" "$(fmt '%.0f' "$mcp")" "$(fmt '%.2f' "$cold_ratio")" \
+        "$(fmt '%.1f' "$mwi")" "$(fmt '%.1f' "$mwp")" "$(fmt '%.1f' "$warm_ratio")" \
+        "$(human "$rate_cold")" "$unit")"
+    if [[ "$kind" == hnsw ]]; then
+        line+=" | $(fmt '%.1f' "$mempe") B/element (RSS check $(fmt '%.1f' "$rss_pe"))"
+    else
+        line+=" | RSS check $(fmt '%.1f' "$rss_pe") B/entry"
+    fi
+    SUMMARY+=("$line")
+    if awk -v r="$cold_ratio" 'BEGIN {exit !(r <= 2)}'; then
+        SUMMARY+=("         goal cold ratio <= 2: PASS")
+    else
+        SUMMARY+=("         goal cold ratio <= 2: MISS"); goals_ok=0
+    fi
+    if [[ "$kind" == hnsw ]]; then
+        if awk -v m="$mempe" 'BEGIN {exit !(m <= 32)}'; then
+            SUMMARY+=("         goal memory <= 32 B/element: PASS")
+        else
+            SUMMARY+=("         goal memory <= 32 B/element: MISS"); goals_ok=0
+        fi
+    fi
+done
+
+echo
+echo "================================================================== summary"
+printf '%s\n' "${SUMMARY[@]}"
+echo
+if (( goals_ok )); then echo "all goals met"; else echo "some goals missed"; fi
+echo "raw measurements: $RAW; full reports: $RESULTS/*.json"

@@ -410,6 +410,8 @@ pub struct HnswCensus {
     pub deleted: u64,
     pub heap_tids: u64,
     pub neighbor_tuples: u64,
+    /// Live elements by their top level.
+    pub levels: Vec<u64>,
 }
 
 /// Decodes every HNSW page after the meta page: an element tuple starts
@@ -435,6 +437,11 @@ pub fn hnsw_census(pages: &[Vec<u8>]) -> HnswCensus {
                     } else if le16(t, 8) != 0 {
                         s.live += 1;
                         s.heap_tids += tids;
+                        let level = t[1] as usize;
+                        if s.levels.len() <= level {
+                            s.levels.resize(level + 1, 0);
+                        }
+                        s.levels[level] += 1;
                     } else {
                         s.zombie += 1;
                     }
@@ -447,6 +454,15 @@ pub fn hnsw_census(pages: &[Vec<u8>]) -> HnswCensus {
     s
 }
 
+/// Level byte of the HNSW element tuple at `(block, offset)`.
+pub fn hnsw_element_level(pages: &[Vec<u8>], block: u32, offset: u16) -> u8 {
+    let page = &pages[block as usize];
+    let (off, flags, len) = line_pointers(page)[offset as usize - 1];
+    assert!(flags == 1 && len > 0, "no tuple at ({block},{offset})");
+    assert_eq!(page[off], 1, "({block},{offset}) is not an element tuple");
+    page[off + 1]
+}
+
 /// One IVFFlat list read from the pages: its first entry page, its center
 /// (decoded when the key is `vector`), and the entries in its page chain.
 #[derive(Debug)]
@@ -454,6 +470,7 @@ pub struct IvfListRaw {
     pub start_page: u32,
     pub center: Vec<f32>,
     pub entries: u64,
+    pub pages: u64,
 }
 
 /// Follows the list pages from block 1 (each tuple: start page, insert
@@ -479,6 +496,7 @@ pub fn ivfflat_census(pages: &[Vec<u8>], decode_centers: bool) -> Vec<IvfListRaw
                 start_page: le32(t, 0),
                 center,
                 entries: 0,
+                pages: 0,
             });
         }
         blk = next_block(page);
@@ -493,6 +511,7 @@ pub fn ivfflat_census(pages: &[Vec<u8>], decode_centers: bool) -> Vec<IvfListRaw
                 .filter(|(_, flags, len)| *flags == 1 && *len > 0)
                 .count() as u64;
             blk = next_block(page);
+            l.pages += 1;
             hops += 1;
             assert!(hops <= pages.len(), "ivfflat list chain loops");
         }

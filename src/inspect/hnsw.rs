@@ -394,14 +394,8 @@ impl<'s, S: PageSource> Walk<'s, S> {
 
 /// Reads the meta page, runs pass 1 and every sweep. Block 0 must be the meta page.
 fn run<S: PageSource>(src: &mut S) -> Result<(Walk<'_, S>, Vec<u32>), String> {
-    let nblocks = src.nblocks();
-    if nblocks == 0 {
-        return Err("index has no pages (it was never built)".into());
-    }
-    let mut buf = vec![0u8; BLCKSZ];
-    src.read_page(0, &mut buf)?;
-    let meta =
-        HnswMeta::parse(&Page::new(&buf).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let (meta, nblocks) = super::read_meta(src, HnswMeta::parse)?;
+    let buf = vec![0u8; BLCKSZ];
     if meta.m < 2 {
         return Err(format!(
             "meta page has m = {}, pgvector requires m >= 2",

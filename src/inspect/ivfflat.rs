@@ -89,14 +89,8 @@ pub fn walk<S: PageSource>(
     mut decoder: Option<&mut dyn ValueDecoder>,
     sample_size: usize,
 ) -> Result<IvfScan, String> {
-    let nblocks = src.nblocks();
-    if nblocks == 0 {
-        return Err("index has no pages (it was never built)".into());
-    }
+    let (meta, nblocks) = super::read_meta(src, IvfMeta::parse)?;
     let mut buf = vec![0u8; BLCKSZ];
-    src.read_page(0, &mut buf)?;
-    let meta =
-        IvfMeta::parse(&Page::new(&buf).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let mut scan = IvfScan {
         pages: nblocks as u64,
         page_reads: 1,

@@ -23,6 +23,23 @@ pub trait PageSource {
     fn check_interrupts(&mut self) {}
 }
 
+/// Reads block 0 and parses it as a meta page with `parse`. Both index
+/// kinds start this way; an empty relation was never built.
+pub fn read_meta<S: PageSource, M>(
+    src: &mut S,
+    parse: impl Fn(&layout::Page) -> Result<M, layout::LayoutError>,
+) -> Result<(M, u32), String> {
+    let nblocks = src.nblocks();
+    if nblocks == 0 {
+        return Err("index has no pages (it was never built)".into());
+    }
+    let mut buf = vec![0u8; layout::BLCKSZ];
+    src.read_page(0, &mut buf)?;
+    let page = layout::Page::new(&buf).map_err(|e| e.to_string())?;
+    let meta = parse(&page).map_err(|e| e.to_string())?;
+    Ok((meta, nblocks))
+}
+
 /// Pages held in memory (unit tests and synthetic fixtures).
 #[cfg(test)]
 pub struct MemPages {

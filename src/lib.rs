@@ -13,6 +13,7 @@ pub mod config;
 pub mod detect;
 pub mod diagnose;
 pub mod inspect;
+pub mod recall;
 
 ::pgrx::pg_module_magic!();
 

@@ -75,3 +75,38 @@ LANGUAGE sql STABLE STRICT AS $$
      WHERE table_oid = tbl::oid
      ORDER BY status = 'open' DESC, priority DESC, issue_id
 $$;
+
+-- ---------------------------------------------------------------- search settings
+-- One row per tuning run of ruvector_dag_tune_search(): the smallest
+-- hnsw.ef_search / ivfflat.probes that reached the target on the sample.
+-- Nothing here is applied to anyone's settings.
+CREATE TABLE ruvector_healing.search_settings (
+    setting_id      bigserial PRIMARY KEY,
+    index_oid       oid NOT NULL,
+    index_name      text NOT NULL,
+    setting         text NOT NULL,
+    value           int,            -- NULL: no value in range reached the target
+    target_recall   float8 NOT NULL,
+    measured_recall float8 NOT NULL, -- at `value`, else the best measured
+    reachable       bool NOT NULL,
+    k               int NOT NULL,
+    sample_size     int NOT NULL,
+    curve           jsonb NOT NULL, -- [{value, recall, mean_query_ms}]
+    measured_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX search_settings_by_index ON ruvector_healing.search_settings (index_oid, measured_at);
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.search_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.search_settings_setting_id_seq', '');
+
+-- Tuning results, newest first; for one index when given.
+CREATE FUNCTION ruvector_dag_search_settings(idx regclass DEFAULT NULL)
+RETURNS TABLE (setting_id bigint, index text, setting text, value int, target_recall float8,
+               measured_recall float8, reachable bool, k int, sample_size int, curve jsonb,
+               measured_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT setting_id, index_name, setting, value, target_recall, measured_recall, reachable,
+           k, sample_size, curve, measured_at
+      FROM ruvector_healing.search_settings
+     WHERE idx IS NULL OR index_oid = idx::oid
+     ORDER BY measured_at DESC, setting_id DESC
+$$;

@@ -215,7 +215,7 @@ pub fn resolve(oid: Option<pg_sys::Oid>) -> IndexTarget {
 /// of the transaction, as for a query.
 pub struct OpenIndex {
     pub rel: pg_sys::Relation,
-    table: pg_sys::Relation,
+    pub table: pg_sys::Relation,
 }
 
 impl OpenIndex {

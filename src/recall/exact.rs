@@ -31,8 +31,16 @@ impl PartialOrd for Dist {
 
 impl Ord for Dist {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let a = if self.0.is_nan() { f64::INFINITY } else { self.0 };
-        let b = if other.0.is_nan() { f64::INFINITY } else { other.0 };
+        let a = if self.0.is_nan() {
+            f64::INFINITY
+        } else {
+            self.0
+        };
+        let b = if other.0.is_nan() {
+            f64::INFINITY
+        } else {
+            other.0
+        };
         a.total_cmp(&b)
     }
 }
@@ -181,7 +189,8 @@ impl ExactSearch {
                             None => f64::INFINITY,
                         };
                         let qn = self.query_norms[q];
-                        let (d, margin) = approximate(self.metric, self.dim, dots[[r, q]] as f64, rn, qn);
+                        let (d, margin) =
+                            approximate(self.metric, self.dim, dots[[r, q]] as f64, rn, qn);
                         if !(d - margin < worst) && !d.is_nan() {
                             continue;
                         }
@@ -205,7 +214,13 @@ fn norm2(v: &[f32]) -> f64 {
 /// a margin that bounds its rounding error: an f32 sum of `dim` products is
 /// off by at most about dim · ε of the sum of their magnitudes (≤ |x||q|);
 /// twice that for safety.
-fn approximate(metric: Metric, dim: usize, dot: f64, row_norm2: f64, query_norm2: f64) -> (f64, f64) {
+fn approximate(
+    metric: Metric,
+    dim: usize,
+    dot: f64,
+    row_norm2: f64,
+    query_norm2: f64,
+) -> (f64, f64) {
     let scale = (row_norm2 * query_norm2).sqrt();
     let rel = 2.0 * dim.max(1) as f64 * f32::EPSILON as f64;
     match metric {
@@ -239,7 +254,11 @@ pub fn query_recall(top: &TopK, k: usize, ann_dists: &[f64]) -> Option<f64> {
     }
     let kth = top.kth().unwrap_or(f64::INFINITY);
     let tol = 1e-6 * kth.abs().max(1e-12) + 1e-9;
-    let hits = ann_dists.iter().take(k).filter(|d| **d <= kth + tol).count();
+    let hits = ann_dists
+        .iter()
+        .take(k)
+        .filter(|d| **d <= kth + tol)
+        .count();
     Some(hits.min(truth) as f64 / truth as f64)
 }
 
@@ -253,7 +272,9 @@ mod tests {
             .map(|_| {
                 (0..dim)
                     .map(|_| {
-                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        s = s
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
                     })
                     .collect()
@@ -291,7 +312,11 @@ mod tests {
                 let want: Vec<u64> = brute.iter().take(5).map(|x| x.1).collect();
                 assert_eq!(ex.tops[qi].ids(), want, "{metric:?} query {qi}");
                 let kth = ex.tops[qi].kth().unwrap();
-                assert!((kth - brute[4].0).abs() < 1e-5, "{metric:?}: {kth} vs {}", brute[4].0);
+                assert!(
+                    (kth - brute[4].0).abs() < 1e-5,
+                    "{metric:?}: {kth} vs {}",
+                    brute[4].0
+                );
             }
         }
     }

@@ -4,4 +4,5 @@
 //! the heap to the exact search (`scan`).
 
 pub mod exact;
+pub mod scan;
 pub mod stats;

@@ -46,12 +46,7 @@ pub struct Tuned {
 /// `target`, assuming recall does not fall as the value grows (more
 /// candidates or probes). Costs O(log(hi − lo)) evaluations: `hi` first
 /// (if it misses, nothing in range reaches the target), then halving.
-pub fn tune(
-    lo: u32,
-    hi: u32,
-    target: f64,
-    mut eval: impl FnMut(u32) -> CurvePoint,
-) -> Tuned {
+pub fn tune(lo: u32, hi: u32, target: f64, mut eval: impl FnMut(u32) -> CurvePoint) -> Tuned {
     let mut curve = Vec::new();
     let mut measure = |v: u32, curve: &mut Vec<CurvePoint>| {
         let p = eval(v);
@@ -104,7 +99,9 @@ mod tests {
         for _ in 0..1000 {
             let mut sum = 0.0;
             for _ in 0..100 {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 sum += values[((s >> 33) % 3) as usize];
             }
             let (lo, hi) = wilson95(sum / 100.0, 100);

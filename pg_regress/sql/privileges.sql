@@ -8,8 +8,10 @@ SET ROLE regress_rv_reader;
 SELECT i->>'index' AS index FROM jsonb_array_elements(ruvector_dag_healing_status()->'indexes') i;
 SELECT ruvector_dag_index_health('secret_hnsw');
 SELECT * FROM ruvector_dag_hnsw_levels('secret_hnsw');
--- Recording issues is reserved to ruvector_healer members.
+SELECT ruvector_dag_recall_estimate('secret_hnsw');
+-- Recording issues and tuning results is reserved to ruvector_healer members.
 SELECT ruvector_dag_health_check('secret');
+SELECT ruvector_dag_tune_search('secret_hnsw');
 RESET ROLE;
 
 -- SELECT on the indexed column is enough.
@@ -23,6 +25,7 @@ RESET ROLE;
 GRANT ruvector_healer TO regress_rv_reader;
 SET ROLE regress_rv_reader;
 SELECT jsonb_array_length(ruvector_dag_health_check('secret')->'issues') AS issues;
+SELECT (ruvector_dag_tune_search('secret_hnsw', 0.5, 5, 20)->>'reachable')::bool AS tuned;
 RESET ROLE;
 
 DROP TABLE secret;

@@ -190,7 +190,7 @@ fn ruvector_dag_recall_estimate(
         ),
         other => raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            &format!("unknown queries source {other:?}"),
+            &format!("unknown queries source '{}'", other.unwrap_or("NULL")),
             "queries must be 'table' (a random sample of the table's own vectors)",
         ),
     }
@@ -284,7 +284,10 @@ fn ruvector_dag_tune_search(
     let Some(target_recall) = target_recall.filter(|r| *r > 0.0 && *r <= 1.0) else {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            &format!("target_recall must be in (0, 1], got {target_recall:?}"),
+            &format!(
+                "target_recall must be in (0, 1], got {}",
+                target_recall.map_or("NULL".to_string(), |r| r.to_string())
+            ),
             "for example 0.95; the default is ruvector.dag_healing_target_recall",
         );
     };

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# Benchmark of ruvector_dag_index_health() on a pgvector HNSW and IVFFlat index,
-# measured against pg_prewarm() of the same index (see bench/README.md).
+# Benchmark of ruvector_dag_index_health() on a pgvector HNSW and IVFFlat
+# index, measured against pg_prewarm() of the same index. See bench/README.md.
 #
 #   bash bench/inspect.sh                      # 200,000 x 128, 5 repeats
 #   ROWS=50000 REPEAT=3 bash bench/inspect.sh  # smaller / quicker
-#   IO_METHOD=sync bash bench/inspect.sh       # io_method for the measured runs
+#   IO_METHOD=sync bash bench/inspect.sh       # io_method of the bench server
 #
-# Runs its own server (port $BENCH_PORT, default 28840, data $RV_HOME/bench-data)
+# Runs its own server (port BENCH_PORT, default 28840, data $RV_HOME/bench-data)
 # with the RELEASE build of the extension, keeps the generated table and
-# indexes between runs (only regenerated when ROWS/DIM change), and stops the
-# server on exit. Raw measurements and one full report per index are kept in
-# $RV_HOME/bench-results/<timestamp>/.
+# indexes between runs (rebuilt only when ROWS/DIM or their definition change),
+# and stops the server on exit. Raw measurements and one full report per index
+# go to $RV_HOME/bench-results/inspect-<timestamp>/.
+#
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 bash "$here/../scripts/setup.sh"
-# shellcheck source=../scripts/common.sh
 source "$here/../scripts/common.sh"
 
 # ------------------------------------------------------------------ parameters
@@ -24,8 +24,8 @@ DIM="${DIM:-128}"
 REPEAT="${REPEAT:-5}"
 PORT="${BENCH_PORT:-28840}"
 IO_METHOD="${IO_METHOD:-}"        # empty: the server default (worker)
-SETTLE="${SETTLE:-1}"             # seconds to let a fresh server settle
-BATCH="${BATCH:-20000}"           # rows per INSERT while generating data
+SETTLE="${SETTLE:-1}"             # seconds to let a freshly started server settle
+BATCH="${BATCH:-20000}"           # rows per INSERT while generating the table
 for v in ROWS DIM REPEAT PORT SETTLE BATCH; do
     [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || die "$v must be a positive integer (got '${!v}')"
 done
@@ -43,15 +43,15 @@ RAW="$RESULTS/raw.tsv"
 RELEASE_SO="$ROOT/target/release/libruvector_healing.so"
 INSTALLED_SO="$PG_INSTALL/lib/ruvector_healing.so"
 
-# Server settings: shared_buffers must hold the index; no autovacuum, so that
-# nothing but the measured call reads the index after a restart.
+# shared_buffers must hold the index. No autovacuum: after a restart nothing
+# but the measured call may read the index.
 SERVER_CONF=(
     "shared_buffers = 2GB"
     "maintenance_work_mem = 2GB"
     "max_parallel_maintenance_workers = 1"
     "autovacuum = off"
 )
-[[ -n "$IO_METHOD" ]] && SERVER_CONF+=("io_method = $IO_METHOD")
+if [[ -n "$IO_METHOD" ]]; then SERVER_CONF+=("io_method = $IO_METHOD"); fi
 
 # ------------------------------------------------------------------ helpers
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
@@ -59,16 +59,18 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # psql on the bench database: tuples only, unaligned, '|' between fields.
 bsql() { pg_psql "$PORT" -d "$DB" -tA -F '|' "$@"; }
 
-# Median / min / max of the numbers given as arguments.
+# Statistics of the numbers given as arguments.
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 minimum() { printf '%s\n' "$@" | sort -g | head -n1; }
 maximum() { printf '%s\n' "$@" | sort -g | tail -n1; }
-# calc EXPR: floating-point arithmetic via awk.
+# calc EXPR: floating-point arithmetic; fmt FORMAT X: printf one number.
 calc() { awk "BEGIN {print $1}"; }
-fmt() { awk -v x="$2" "BEGIN {printf \"$1\", x}"; }
+fmt() { awk -v x="$2" -v f="$1" 'BEGIN {printf f, x}'; }
 
 # Other sessions on this machine sometimes install a debug build into the same
 # Postgres: before every server start make sure the release build is installed.
+# (A running server is not affected: it mapped its library at start, and
+# install_extension unlinks the file instead of overwriting it.)
 ensure_release() {
     if [[ ! -f "$RELEASE_SO" ]] || ! cmp -s "$RELEASE_SO" "$INSTALLED_SO"; then
         log "Installed ruvector_healing.so is not the release build; reinstalling (release)"
@@ -77,8 +79,10 @@ ensure_release() {
     fi
 }
 
+LIB=""   # sha256 prefix of the library the running server loaded
 start_server() {
     ensure_release
+    LIB="$(sha256sum "$INSTALLED_SO" | cut -c1-12)"
     pg_write_conf "$DATA" "$PORT" "${SERVER_CONF[@]}"
     pg_start "$DATA"
     sleep "$SETTLE"
@@ -88,17 +92,15 @@ stop_server() { pg_stop "$DATA"; }
 
 # Main-fork segment files of relation $1 (a name), as absolute paths.
 relation_files() {
-    local rel
+    local rel f
     rel="$(bsql -c "SELECT pg_relation_filepath('$1')")"
-    local f
     for f in "$DATA/$rel" "$DATA/$rel".[0-9]*; do
-        [[ -f "$f" ]] && echo "$f"
+        if [[ -f "$f" ]]; then echo "$f"; fi
     done
-    return 0
 }
 
 # Restart with empty shared buffers, both indexes' files read into the OS
-# page cache just before the start (so that reading them costs no disk I/O).
+# page cache just before the start (reading them then costs no disk I/O).
 restart_cold() {
     stop_server
     cat "${INDEX_FILES[@]}" >/dev/null
@@ -122,7 +124,11 @@ trap 'exit 143' TERM
 # ------------------------------------------------------------------ server
 log "Building and installing ruvector_healing (release)"
 install_extension --release >/dev/null
-ensure_release
+code_version="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ -n "$(git -C "$ROOT" status --porcelain -- src sql Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
+    code_version+=" + uncommitted changes in src/sql/Cargo"
+fi
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 if [[ ! -f "$DATA/PG_VERSION" ]]; then
     if [[ -d "$DATA" && -n "$(ls -A "$DATA")" ]]; then
@@ -131,14 +137,14 @@ if [[ ! -f "$DATA/PG_VERSION" ]]; then
     log "Initialising $DATA"
     pg_initdb "$DATA"
 fi
-stop_server   # a server left over from an interrupted run
+stop_server   # one left over from an interrupted run
 log "Starting the bench server on port $PORT (data $DATA)"
 start_server
 
 if [[ -z "$(pg_psql "$PORT" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'")" ]]; then
     pg_psql "$PORT" -d postgres -c "CREATE DATABASE $DB"
 fi
-# Recreate ruvector_healing every run so its SQL matches the installed library.
+# ruvector_healing is recreated every run so that its SQL matches the library.
 PGOPTIONS="-c client_min_messages=warning" bsql \
     -c "CREATE EXTENSION IF NOT EXISTS vector" \
     -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" \
@@ -147,23 +153,32 @@ PGOPTIONS="-c client_min_messages=warning" bsql \
     -c "CREATE TABLE IF NOT EXISTS bench_meta (key text PRIMARY KEY, value text NOT NULL,
                                                at timestamptz NOT NULL DEFAULT now())"
 
-# bench_time(what, idx): runs 'inspect' (ruvector_dag_index_health), 'prewarm'
-# (pg_prewarm) or 'noop' and returns the elapsed server-side time between two
-# clock_timestamp() calls around it, plus the backend's memory figures from
-# /proc/self/status read just before and just after (outside the timed part).
+# bench_time(what, idx) runs 'inspect' (ruvector_dag_index_health), 'prewarm'
+# (pg_prewarm) or 'noop', and returns:
+#   ms       wall-clock time between two clock_timestamp() calls around it;
+#   cpu_ms   CPU time of this backend meanwhile, wait_ms time it sat runnable
+#            waiting for a CPU (from /proc/self/schedstat, in ns): a large
+#            wait_ms means other processes on the machine took the cores;
+#   memory   VmRSS/VmHWM/RssShmem of this backend from /proc/self/status,
+#            read before and after (outside the timed part).
 bsql -q <<'SQL'
-CREATE OR REPLACE FUNCTION bench_time(what text, idx regclass,
-    OUT ms double precision, OUT report jsonb, OUT blocks bigint,
+DROP FUNCTION IF EXISTS bench_time(text, regclass);
+CREATE FUNCTION bench_time(what text, idx regclass,
+    OUT ms double precision, OUT cpu_ms double precision, OUT wait_ms double precision,
+    OUT report jsonb, OUT blocks bigint,
     OUT rss0_kb bigint, OUT hwm0_kb bigint, OUT hwm1_kb bigint,
     OUT shmem0_kb bigint, OUT shmem1_kb bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     s0 text;
     s1 text;
+    q0 bigint[];
+    q1 bigint[];
     t0 timestamptz;
     t1 timestamptz;
 BEGIN
     s0 := pg_read_file('/proc/self/status');
+    q0 := string_to_array(trim(pg_read_file('/proc/self/schedstat')), ' ')::bigint[];
     t0 := clock_timestamp();
     IF what = 'inspect' THEN
         report := ruvector_dag_index_health(idx);
@@ -173,8 +188,11 @@ BEGIN
         RAISE EXCEPTION 'unknown bench_time mode %', what;
     END IF;
     t1 := clock_timestamp();
+    q1 := string_to_array(trim(pg_read_file('/proc/self/schedstat')), ' ')::bigint[];
     s1 := pg_read_file('/proc/self/status');
     ms := extract(epoch FROM t1 - t0) * 1000;
+    cpu_ms := (q1[1] - q0[1]) / 1e6;
+    wait_ms := (q1[2] - q0[2]) / 1e6;
     rss0_kb   := (regexp_match(s0, 'VmRSS:\s+(\d+)'))[1]::bigint;
     hwm0_kb   := (regexp_match(s0, 'VmHWM:\s+(\d+)'))[1]::bigint;
     hwm1_kb   := (regexp_match(s1, 'VmHWM:\s+(\d+)'))[1]::bigint;
@@ -184,25 +202,24 @@ END
 $$;
 SQL
 
-meta_get() { bsql -c "SELECT value FROM bench_meta WHERE key = '$1'"; }
 meta_set() {
     bsql -q -c "INSERT INTO bench_meta (key, value) VALUES ('$1', '$2')
                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, at = now()"
 }
 
 # ------------------------------------------------------------------ data
-# Is the table there with ROWS rows of vector(DIM), and not all one vector?
+# Is the table there with ROWS rows of vector(DIM), all different?
 table_ready() {
     local ok
     ok="$(bsql -c "
-        SELECT to_regclass('$TABLE') IS NOT NULL
-           AND (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
-                 WHERE attrelid = to_regclass('$TABLE') AND attname = 'embedding') = 'vector($DIM)'")"
+        SELECT (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                 WHERE attrelid = to_regclass('$TABLE') AND attname = 'embedding')
+               IS NOT DISTINCT FROM 'vector($DIM)'")"
     [[ "$ok" == t ]] || return 1
     ok="$(bsql -c "
         SELECT (SELECT count(*) FROM $TABLE) = $ROWS
-           AND (SELECT count(DISTINCT embedding) FROM (SELECT embedding FROM $TABLE LIMIT 100) s)
-               = least($ROWS, 100)")"
+           AND (SELECT count(DISTINCT embedding) FROM (SELECT embedding FROM $TABLE LIMIT 1000) s)
+               = least($ROWS, 1000)")"
     [[ "$ok" == t ]]
 }
 
@@ -210,14 +227,16 @@ if table_ready; then
     log "Table $TABLE already holds $ROWS vectors of $DIM dimensions; keeping it"
 else
     log "Generating $TABLE: $ROWS random vectors of $DIM dimensions (batches of $BATCH)"
-    bsql -q -c "DROP TABLE IF EXISTS $TABLE CASCADE" \
+    PGOPTIONS="-c client_min_messages=warning" bsql -q \
+        -c "DROP TABLE IF EXISTS $TABLE CASCADE" \
+        -c "DROP TABLE IF EXISTS bench_tiny" \
         -c "CREATE TABLE $TABLE (id bigserial PRIMARY KEY, embedding vector($DIM))" \
         -c "DELETE FROM bench_meta WHERE key LIKE '%build_ms' OR key = 'load_ms'"
     t0=$(now_ms)
     for (( lo = 1; lo <= ROWS; lo += BATCH )); do
         hi=$(( lo + BATCH - 1 < ROWS ? lo + BATCH - 1 : ROWS ))
-        # The "+ g*0" correlates the subquery with the row, so it is evaluated
-        # per row; without it every row would get the same vector.
+        # "+ g*0" correlates the subquery with the row so that it runs per
+        # row; without it every row would get the same vector.
         bsql -q -c "INSERT INTO $TABLE (embedding)
                     SELECT array(SELECT random() + g*0 FROM generate_series(1, $DIM))::vector($DIM)
                       FROM generate_series($lo, $hi) g"
@@ -225,14 +244,26 @@ else
     done
     bsql -q -c "VACUUM (ANALYZE) $TABLE"
     meta_set load_ms "$(( $(now_ms) - t0 ))"
-    table_ready || die "generated table failed its check (row count or distinct vectors)"
+    table_ready || die "the generated table failed its check (row count or distinct vectors)"
+fi
+
+# A 100-row copy with the same two kinds of index: inspecting it first primes
+# a session (catalog caches, plans) for the memory check.
+if [[ "$(bsql -c "SELECT to_regclass('bench_tiny_hnsw') IS NOT NULL
+                     AND to_regclass('bench_tiny_ivfflat') IS NOT NULL")" != t ]]; then
+    log "Creating bench_tiny (100 rows) and its indexes"
+    PGOPTIONS="-c client_min_messages=warning" bsql -q \
+        -c "DROP TABLE IF EXISTS bench_tiny" \
+        -c "CREATE TABLE bench_tiny AS SELECT * FROM $TABLE ORDER BY id LIMIT 100" \
+        -c "CREATE INDEX bench_tiny_hnsw ON bench_tiny USING hnsw (embedding vector_l2_ops)" \
+        -c "CREATE INDEX bench_tiny_ivfflat ON bench_tiny USING ivfflat (embedding vector_l2_ops) WITH (lists = 1)"
 fi
 
 # Runs CREATE INDEX ($2) in the background, printing its progress every 15 s;
 # stores the wall-clock build time under "$1_build_ms".
 build_index() {
     local key="$1" sql="$2" t0 tick=0 progress
-    log "Building $key index: $sql"
+    log "Building the $key index: $sql"
     t0=$(now_ms)
     bsql -q -c "$sql" &
     BG_PID=$!
@@ -241,7 +272,7 @@ build_index() {
         if (( ++tick % 15 == 0 )); then
             progress="$(bsql -c "
                 SELECT phase || ', blocks ' || blocks_done || '/' || blocks_total
-                       || ', tuples ' || tuples_done || '/' || tuples_total
+                       || ', tuples ' || tuples_done
                   FROM pg_stat_progress_create_index
                  WHERE relid = '$TABLE'::regclass" 2>/dev/null || true)"
             log "  $key: ${tick} s: ${progress:-(no progress row)}"
@@ -250,30 +281,76 @@ build_index() {
     if ! wait "$BG_PID"; then BG_PID=""; die "CREATE INDEX for $key failed"; fi
     BG_PID=""
     meta_set "${key}_build_ms" "$(( $(now_ms) - t0 ))"
-    log "  $key built in $(( ($(now_ms) - t0) / 1000 )) s"
+    log "  $key index built in $(( ($(now_ms) - t0) / 1000 )) s"
 }
 
-# (Re)builds an index unless one with exactly the expected definition exists.
+# (Re)builds index $2 unless a valid one exists on $TABLE(embedding) with
+# access method $3, operator class vector_l2_ops and reloptions $4.
 ensure_index() {
-    local key="$1" name="$2" using="$3" want have
-    want="CREATE INDEX $name ON public.$TABLE USING $using"
-    have="$(bsql -c "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
-                      WHERE i.indexrelid = to_regclass('$name') AND i.indisvalid")"
-    if [[ "$have" == "$want" ]]; then
-        log "Index $name exists as expected; keeping it"
+    local key="$1" name="$2" am="$3" opts="$4" have with=""
+    have="$(bsql -c "
+        SELECT am.amname || ' ' || opc.opcname || ' ' || coalesce(array_to_string(c.reloptions, ','), '')
+          FROM pg_index i
+          JOIN pg_class c ON c.oid = i.indexrelid
+          JOIN pg_am am ON am.oid = c.relam
+          JOIN pg_opclass opc ON opc.oid = i.indclass[0]
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE i.indexrelid = to_regclass('$name') AND i.indrelid = to_regclass('$TABLE')
+           AND i.indisvalid AND i.indnatts = 1 AND a.attname = 'embedding'")"
+    if [[ "$have" == "$am vector_l2_ops $opts" ]]; then
+        log "Index $name exists as expected ($am, vector_l2_ops${opts:+, $opts}); keeping it"
         return
     fi
     bsql -q -c "DROP INDEX IF EXISTS $name"
-    build_index "$key" "$want"
+    if [[ -n "$opts" ]]; then with=" WITH ($opts)"; fi
+    build_index "$key" "CREATE INDEX $name ON $TABLE USING $am (embedding vector_l2_ops)$with"
 }
-ensure_index hnsw "$HNSW_IDX" "hnsw (embedding vector_l2_ops)"
-ensure_index ivfflat "$IVF_IDX" "ivfflat (embedding vector_l2_ops) WITH (lists='$LISTS')"
+ensure_index hnsw "$HNSW_IDX" hnsw ""                   # defaults: m = 16, ef_construction = 64
+ensure_index ivfflat "$IVF_IDX" ivfflat "lists=$LISTS"
 bsql -q -c "CHECKPOINT"
 
+# ------------------------------------------------------------------ measuring
 mkdir -p "$RESULTS"
-printf 'index\tstate\twhat\trep\tms\tinspection_ms\tpage_reads\tpages\titems\twalk_mem_bytes\twalk_mem_per_elem\tblocks\trss0_kb\thwm0_kb\thwm1_kb\tshmem0_kb\tshmem1_kb\n' > "$RAW"
+COLS=(index state what rep lib ms cpu_ms wait_ms inspection_ms page_reads pages items
+      walk_mem_bytes walk_mem_per_elem blocks rss0_kb hwm0_kb hwm1_kb shmem0_kb shmem1_kb)
+(IFS=$'\t'; echo "${COLS[*]}") > "$RAW"
 
-# Files of both indexes, read into the OS cache before every cold start.
+# The projection of one bench_time() call, '|'-separated ('-' for none),
+# in the order of COLS from "ms" on.
+PROJ="round(b.ms::numeric, 3), round(b.cpu_ms::numeric, 3), round(b.wait_ms::numeric, 3),
+      coalesce(round((b.report->>'inspection_ms')::numeric, 3)::text, '-'),
+      coalesce(b.report#>>'{walk,page_reads}', '-'), coalesce(b.report->>'pages', '-'),
+      coalesce(b.report->>'elements_total', b.report->>'tuples', '-'),
+      coalesce(b.report#>>'{walk,memory_bytes}', '-'),
+      coalesce(b.report#>>'{walk,memory_bytes_per_element}', '-'),
+      coalesce(b.blocks::text, '-'),
+      b.rss0_kb, b.hwm0_kb, b.hwm1_kb, b.shmem0_kb, b.shmem1_kb"
+
+# Appends result lines ($3: "what|ms|...") to the raw file, numbering the
+# repetitions of each (index, state, what).
+declare -A REPN=()
+record() {
+    local idx="$1" state="$2" lines="$3" what rest key
+    while IFS='|' read -r what rest; do
+        if [[ -z "$what" ]]; then continue; fi
+        key="$idx/$state/$what"
+        REPN[$key]=$(( ${REPN[$key]:-0} + 1 ))
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$idx" "$state" "$what" "${REPN[$key]}" "$LIB" \
+            "${rest//|/$'\t'}" >> "$RAW"
+    done <<< "$lines"
+}
+
+# One measurement in a fresh session. Both modes get the same preparation:
+# pg_prewarm's library loaded and bench_time compiled by a 'noop' call.
+measure_fresh() {
+    local what="$1" idx="$2"
+    bsql -c "LOAD 'pg_prewarm'" \
+         -c "SELECT FROM bench_time('noop', '$idx')" \
+         -c "SELECT '$what', $PROJ FROM bench_time('$what', '$idx') b" | tail -n1
+}
+
+# Files of both indexes (read into the OS cache before every cold start),
+# sizes and pages.
 INDEX_FILES=()
 declare -A SIZE PAGES
 for idx in "$HNSW_IDX" "$IVF_IDX"; do
@@ -284,38 +361,9 @@ for idx in "$HNSW_IDX" "$IVF_IDX"; do
     log "$idx: $(( ${SIZE[$idx]} / 1048576 )) MB, ${PAGES[$idx]} pages, files: ${files[*]}"
 done
 
-# The projection of one bench_time() call into a '|'-separated line.
-PROJ="round(b.ms::numeric, 3), coalesce(b.report->>'inspection_ms', '-'),
-      coalesce(b.report#>>'{walk,page_reads}', '-'), coalesce(b.report->>'pages', '-'),
-      coalesce(b.report->>'elements_total', b.report->>'tuples', '-'),
-      coalesce(b.report#>>'{walk,memory_bytes}', '-'),
-      coalesce(b.report#>>'{walk,memory_bytes_per_element}', '-'),
-      coalesce(b.blocks::text, '-'), b.rss0_kb, b.hwm0_kb, b.hwm1_kb, b.shmem0_kb, b.shmem1_kb"
-
-# Appends '|'-separated result lines ($3) to the raw file as index/state/what/rep.
-record() {
-    local idx="$1" state="$2" lines="$3" what rest
-    local -A rep=()
-    while IFS='|' read -r what rest; do
-        [[ -n "$what" ]] || continue
-        rep[$what]=$(( ${rep[$what]:-0} + 1 ))
-        printf '%s\t%s\t%s\t%s\t%s\n' "$idx" "$state" "$what" "${rep[$what]}" "${rest//|/$'\t'}" >> "$RAW"
-    done <<< "$lines"
-}
-
-# One measurement in a fresh session: load pg_prewarm and compile bench_time
-# first (same for both modes), then the timed call.
-measure_fresh() {
-    local what="$1" idx="$2"
-    bsql -c "LOAD 'pg_prewarm'" \
-         -c "SELECT FROM bench_time('noop', '$idx')" \
-         -c "SELECT '$what', $PROJ FROM bench_time('$what', '$idx') b" | tail -n1
-}
-
-# ------------------------------------------------------------------ cold
-# Each measurement right after its own restart (shared buffers empty, index
-# file in the OS cache). Inspection and prewarm alternate, so that the
-# machine's background load affects both alike.
+# --- cold: each measurement right after its own restart (shared buffers
+# empty, index files in the OS page cache). Inspection and prewarm alternate,
+# so that background load on the machine hits both alike.
 log "Cold runs: $REPEAT x {restart, inspect} and {restart, pg_prewarm} per index"
 for (( r = 1; r <= REPEAT; r++ )); do
     for idx in "$HNSW_IDX" "$IVF_IDX"; do
@@ -323,7 +371,8 @@ for (( r = 1; r <= REPEAT; r++ )); do
             restart_cold
             line="$(measure_fresh "$what" "$idx")"
             record "$idx" cold "$line"
-            log "  cold $r/$REPEAT $idx $what: $(cut -d'|' -f2 <<< "$line") ms"
+            IFS="|" read -r _ ms cpu wt _ <<< "$line"
+            log "  cold $r/$REPEAT $idx $what: $ms ms (cpu $cpu, waiting for a cpu $wt)"
         done
     done
 done
@@ -332,9 +381,8 @@ if command -v fincore >/dev/null 2>&1; then
     fincore -n -o RES,SIZE,FILE "${INDEX_FILES[@]}" | sed 's/^/      /'
 fi
 
-# ------------------------------------------------------------------ warm
-# Index in shared buffers: one session per index, a pg_prewarm and an
-# inspection first (not counted), then REPEAT x {inspect, prewarm}.
+# --- warm: index in shared buffers. One session per index: a pg_prewarm and
+# an inspection first (not counted), then REPEAT x {inspect, prewarm}.
 log "Warm runs: $REPEAT x {inspect, pg_prewarm} per index, index in shared buffers"
 restart_cold
 for idx in "$HNSW_IDX" "$IVF_IDX"; do
@@ -348,104 +396,136 @@ for idx in "$HNSW_IDX" "$IVF_IDX"; do
     record "$idx" warm "$(bsql "${args[@]}")"
 done
 
+# --- memory: the backend's peak RSS growth during the call (VmHWM after -
+# VmRSS before) less the shared-buffer pages it mapped meanwhile (RssShmem
+# growth), in a new session primed by inspecting the same kind of index on
+# bench_tiny, so that catalog caches and plans (about 2 MB) are already there.
+log "Memory check: $REPEAT x {new session, inspect the tiny index, inspect the index}"
+for (( r = 1; r <= REPEAT; r++ )); do
+    for idx in "$HNSW_IDX" "$IVF_IDX"; do
+        tiny=bench_tiny_hnsw
+        if [[ "$idx" == "$IVF_IDX" ]]; then tiny=bench_tiny_ivfflat; fi
+        record "$idx" mem "$(bsql -c "LOAD 'pg_prewarm'" -c "SELECT FROM bench_time('noop', '$idx')" \
+            -c "SELECT FROM bench_time('inspect', '$tiny')" \
+            -c "SELECT 'inspect', $PROJ FROM bench_time('inspect', '$idx') b" | tail -n1)"
+    done
+done
+
 # One full report per index, for reference.
 for idx in "$HNSW_IDX" "$IVF_IDX"; do
     bsql -c "SELECT jsonb_pretty(ruvector_dag_index_health('$idx'))" > "$RESULTS/$idx.json"
 done
+
 # Facts for the summary, read while the server is up.
 server_io_method="$(bsql -c "SHOW io_method")"
 pgvector_version="$(bsql -c "SELECT extversion FROM pg_extension WHERE extname = 'vector'")"
 pg_version="$(bsql -c "SHOW server_version")"
 declare -A BUILT
 for key in load hnsw_build ivfflat_build; do
-    BUILT[$key]="$(bsql -c "SELECT value || '|' || to_char(at, 'YYYY-MM-DD HH24:MI') FROM bench_meta
-                             WHERE key = '${key}_ms'")"
+    BUILT[$key]="$(bsql -c "SELECT value || '|' || to_char(at, 'YYYY-MM-DD HH24:MI')
+                              FROM bench_meta WHERE key = '${key}_ms'")"
 done
 stop_server
 
 # ------------------------------------------------------------------ summary
-# Column $1 of the raw rows for index $2, state $3, what $4.
+# col NAME INDEX STATE WHAT: that column of the matching raw rows.
 col() {
-    awk -F'\t' -v c="$1" -v i="$2" -v s="$3" -v w="$4" \
-        'NR > 1 && $1 == i && $2 == s && $3 == w {print $c}' "$RAW"
+    awk -F'\t' -v name="$1" -v i="$2" -v s="$3" -v w="$4" '
+        NR == 1 {for (k = 1; k <= NF; k++) c[$k] = k; next}
+        $1 == i && $2 == s && $3 == w {print $c[name]}' "$RAW"
 }
-# Per-row private memory estimate in kB: peak RSS growth over the RSS at the
-# start of the call, less the shared-buffer pages the call mapped in.
+# Private memory (kB) of each matching call: peak RSS growth over the RSS at
+# the start, less the shared-buffer pages the call mapped; and the latter.
 private_kb() {
-    awk -F'\t' -v i="$1" -v s="$2" -v w="$3" \
-        'NR > 1 && $1 == i && $2 == s && $3 == w {print ($15 - $13) - ($17 - $16)}' "$RAW"
+    awk -F'\t' -v i="$1" -v s="$2" -v w="$3" '
+        NR == 1 {for (k = 1; k <= NF; k++) c[$k] = k; next}
+        $1 == i && $2 == s && $3 == w {
+            print ($c["hwm1_kb"] - $c["rss0_kb"]) - ($c["shmem1_kb"] - $c["shmem0_kb"])}' "$RAW"
 }
 shmem_kb() {
-    awk -F'\t' -v i="$1" -v s="$2" -v w="$3" \
-        'NR > 1 && $1 == i && $2 == s && $3 == w {print $17 - $16}' "$RAW"
+    awk -F'\t' -v i="$1" -v s="$2" -v w="$3" '
+        NR == 1 {for (k = 1; k <= NF; k++) c[$k] = k; next}
+        $1 == i && $2 == s && $3 == w {print $c["shmem1_kb"] - $c["shmem0_kb"]}' "$RAW"
 }
 # "median (min–max)" of a series.
-spread() { echo "$(median "$@") ($(minimum "$@")–$(maximum "$@"))"; }
+spread() { echo "$(fmt '%.1f' "$(median "$@")") ($(fmt '%.1f' "$(minimum "$@")")–$(fmt '%.1f' "$(maximum "$@")"))"; }
 # 1234567 -> 1.23M
-human() { awk -v x="$1" 'BEGIN {if (x >= 1e6) printf "%.2fM", x/1e6; else if (x >= 1e3) printf "%.1fk", x/1e3; else printf "%.0f", x}'; }
+human() { awk -v x="$1" 'BEGIN {if (x >= 1e6) printf "%.2fM", x/1e6; else if (x >= 1e3) printf "%.0fk", x/1e3; else printf "%.0f", x}'; }
 built() {
     local v="${BUILT[$1]}"
     if [[ -z "$v" ]]; then echo "unknown"; else echo "$(fmt '%.1f' "$(calc "${v%%|*} / 1000")") s (${v#*|})"; fi
 }
 
-C_MS=5; C_INSP=6; C_READS=7; C_PAGES=8; C_ITEMS=9; C_MEM=10; C_MEMPE=11
+mapfile -t libs < <(awk -F'\t' 'NR > 1 {print $5}' "$RAW" | sort -u)
 
 echo
 echo "================================================================== results"
-echo "PostgreSQL $pg_version, pgvector $pgvector_version, ruvector_healing release build"
-echo "ROWS=$ROWS DIM=$DIM REPEAT=$REPEAT io_method=$server_io_method shared_buffers=2GB lists=$LISTS"
-echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
-echo "data generation: $(built load); HNSW build: $(built hnsw_build); IVFFlat build: $(built ivfflat_build)"
-echo "(times in ms are server-side clock_timestamp() around the call: median (min–max) of $REPEAT)"
+echo "PostgreSQL $pg_version, pgvector $pgvector_version, io_method=$server_io_method, shared_buffers=2GB"
+echo "ruvector_healing release build of $code_version (library sha256 ${libs[*]})"
+echo "ROWS=$ROWS DIM=$DIM REPEAT=$REPEAT lists=$LISTS; $(nproc) cores," \
+     "load average at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "data generation $(built load), HNSW build $(built hnsw_build), IVFFlat build $(built ivfflat_build)"
+echo "times: server-side clock_timestamp() around the call, median (min–max) of $REPEAT;"
+echo "       cpu = the backend's CPU time, wait = time it was runnable but had no CPU (other load)"
+if (( ${#libs[@]} > 1 )); then
+    echo "WARNING: the installed library changed during the run (someone rebuilt it);"
+    echo "         the figures mix ${#libs[@]} builds: see the lib column of $RAW"
+fi
 
-declare -a SUMMARY=()
+SUMMARY=()
 goals_ok=1
 for idx in "$HNSW_IDX" "$IVF_IDX"; do
-    kind=hnsw; unit=elements
-    [[ "$idx" == "$IVF_IDX" ]] && { kind=ivfflat; unit=entries; }
-    mapfile -t ci < <(col $C_MS "$idx" cold inspect)
-    mapfile -t cp < <(col $C_MS "$idx" cold prewarm)
-    mapfile -t cx < <(col $C_INSP "$idx" cold inspect)
-    mapfile -t wi < <(col $C_MS "$idx" warm inspect)
-    mapfile -t wp < <(col $C_MS "$idx" warm prewarm)
-    mapfile -t wx < <(col $C_INSP "$idx" warm inspect)
+    kind=hnsw; unit=elements; short=B/element
+    if [[ "$idx" == "$IVF_IDX" ]]; then kind=ivfflat; unit=entries; short=B/entry; fi
+    mapfile -t ci < <(col ms "$idx" cold inspect)
+    mapfile -t cic < <(col cpu_ms "$idx" cold inspect)
+    mapfile -t ciw < <(col wait_ms "$idx" cold inspect)
+    mapfile -t cix < <(col inspection_ms "$idx" cold inspect)
+    mapfile -t cp < <(col ms "$idx" cold prewarm)
+    mapfile -t cpc < <(col cpu_ms "$idx" cold prewarm)
+    mapfile -t wi < <(col ms "$idx" warm inspect)
+    mapfile -t wic < <(col cpu_ms "$idx" warm inspect)
+    mapfile -t wiw < <(col wait_ms "$idx" warm inspect)
+    mapfile -t wp < <(col ms "$idx" warm prewarm)
     mapfile -t pc < <(private_kb "$idx" cold inspect)
-    mapfile -t pp < <(private_kb "$idx" cold prewarm)
     mapfile -t sc < <(shmem_kb "$idx" cold inspect)
+    mapfile -t pp < <(private_kb "$idx" cold prewarm)
     mapfile -t sp < <(shmem_kb "$idx" cold prewarm)
-    mapfile -t pw < <(private_kb "$idx" warm warmup_inspect)
-    items="$(col $C_ITEMS "$idx" cold inspect | tail -n1)"
-    reads="$(col $C_READS "$idx" cold inspect | tail -n1)"
-    pages="$(col $C_PAGES "$idx" cold inspect | tail -n1)"
-    mem="$(col $C_MEM "$idx" cold inspect | tail -n1)"
-    mempe="$(col $C_MEMPE "$idx" cold inspect | tail -n1)"
+    mapfile -t pm < <(private_kb "$idx" mem inspect)
+    items="$(col items "$idx" cold inspect | tail -n1)"
+    reads="$(col page_reads "$idx" cold inspect | tail -n1)"
+    pages="$(col pages "$idx" cold inspect | tail -n1)"
+    mem="$(col walk_mem_bytes "$idx" cold inspect | tail -n1)"
+    mempe="$(col walk_mem_per_elem "$idx" cold inspect | tail -n1)"
     mci="$(median "${ci[@]}")"; mcp="$(median "${cp[@]}")"
     mwi="$(median "${wi[@]}")"; mwp="$(median "${wp[@]}")"
     cold_ratio="$(calc "$mci / $mcp")"; warm_ratio="$(calc "$mwi / $mwp")"
     rate_cold="$(calc "$items / ($mci / 1000)")"; rate_warm="$(calc "$items / ($mwi / 1000)")"
-    rss_pe="$(calc "$(median "${pc[@]}") * 1024 / $items")"
+    rss_pe="$(calc "$(median "${pm[@]}") * 1024 / $items")"
 
     echo
-    echo "--- $idx ($kind): ${SIZE[$idx]} bytes ($(( ${SIZE[$idx]} / 1048576 )) MB), ${PAGES[$idx]} pages, $items $unit"
-    echo "  walk page_reads:          $reads (= $(fmt '%.2f' "$(calc "$reads / $pages")") x the $pages pages)"
-    echo "  cold inspect:             $(spread "${ci[@]}") ms; extension's inspection_ms $(spread "${cx[@]}")"
-    echo "  cold pg_prewarm:          $(spread "${cp[@]}") ms"
-    echo "  cold ratio (medians):     $(fmt '%.2f' "$cold_ratio")"
-    echo "  warm inspect:             $(spread "${wi[@]}") ms; extension's inspection_ms $(spread "${wx[@]}")"
-    echo "  warm pg_prewarm:          $(spread "${wp[@]}") ms"
-    echo "  warm ratio (medians):     $(fmt '%.2f' "$warm_ratio")"
-    echo "  $unit/s:               $(human "$rate_cold") cold, $(human "$rate_warm") warm"
+    echo "--- $idx ($kind): ${SIZE[$idx]} bytes ($(( ${SIZE[$idx]} / 1048576 )) MB), $pages pages, $items $unit"
+    echo "  walk page_reads       $reads ($(fmt '%.2f' "$(calc "$reads / $pages")") x the pages)"
+    echo "  cold inspect          $(spread "${ci[@]}") ms, cpu $(spread "${cic[@]}"), wait $(spread "${ciw[@]}")"
+    echo "                        (the report's own inspection_ms: $(spread "${cix[@]}"))"
+    echo "  cold pg_prewarm       $(spread "${cp[@]}") ms, cpu $(spread "${cpc[@]}")"
+    echo "  cold ratio            $(fmt '%.2f' "$cold_ratio") (of the medians)"
+    echo "  warm inspect          $(spread "${wi[@]}") ms, cpu $(spread "${wic[@]}"), wait $(spread "${wiw[@]}")"
+    echo "  warm pg_prewarm       $(spread "${wp[@]}") ms"
+    echo "  warm ratio            $(fmt '%.1f' "$warm_ratio")"
+    echo "  cold - warm inspect   $(fmt '%.1f' "$(calc "$mci - $mwi")") ms (what bringing the pages into shared buffers costs the walk)"
+    echo "  $unit/s            $(human "$rate_cold") cold, $(human "$rate_warm") warm"
     if [[ "$kind" == hnsw ]]; then
-        echo "  walk memory (own count):  $mem bytes = $mempe bytes/element"
+        echo "  walk memory           $mem bytes = $mempe bytes/element (the walk's own count)"
     fi
-    echo "  backend RSS, fresh session after restart (kB, median):"
-    echo "    inspect: shared-buffer pages mapped $(median "${sc[@]}"), private peak ≈ $(spread "${pc[@]}")" \
-         "= $(fmt '%.1f' "$rss_pe") bytes/$unit"
-    echo "    prewarm: shared-buffer pages mapped $(median "${sp[@]}"), private peak ≈ $(spread "${pp[@]}")"
-    echo "    inspect in a session whose index pages were already mapped: private peak ≈ ${pw[*]} kB"
+    echo "  backend memory (kB; private = VmHWM growth - RssShmem growth):"
+    echo "    after restart, inspect     private $(spread "${pc[@]}") (with ~2 MB of session caches)," \
+         "shared buffers mapped $(median "${sc[@]}")"
+    echo "    after restart, prewarm     private $(spread "${pp[@]}"), shared buffers mapped $(median "${sp[@]}")"
+    echo "    primed session, inspect    private $(spread "${pm[@]}") = $(fmt '%.1f' "$rss_pe") $short"
 
     line="$(printf '%-8s cold: inspect %s ms / prewarm %s ms = %s | warm: %s ms / %s ms = %s | %s %s/s' \
-        "$kind" "$(fmt '%.0f' "$mci")" "$(fmt '%.0f' "$mcp")" "$(fmt '%.2f' "$cold_ratio")" \
+        "$kind" "$(fmt '%.1f' "$mci")" "$(fmt '%.1f' "$mcp")" "$(fmt '%.2f' "$cold_ratio")" \
         "$(fmt '%.1f' "$mwi")" "$(fmt '%.1f' "$mwp")" "$(fmt '%.1f' "$warm_ratio")" \
         "$(human "$rate_cold")" "$unit")"
     if [[ "$kind" == hnsw ]]; then
@@ -473,4 +553,5 @@ echo "================================================================== summary
 printf '%s\n' "${SUMMARY[@]}"
 echo
 if (( goals_ok )); then echo "all goals met"; else echo "some goals missed"; fi
-echo "raw measurements: $RAW; full reports: $RESULTS/*.json"
+echo "raw measurements: $RAW"
+echo "full reports:     $RESULTS/*.json"

@@ -31,6 +31,11 @@ pub struct ListStats {
     pub decoded: u64,
     /// Sum of decoded entries, component-wise (drift check); empty when skipped.
     pub sum: Vec<f64>,
+    /// Euclidean distances of decoded entries to the center, summed, and how
+    /// many entries `sum` and this hold (drift is measured in Euclidean
+    /// terms whatever the index's metric: `<#>` distances are negative).
+    pub l2_sum: f64,
+    pub summed: u64,
     pub center: Option<Vec<f32>>,
 }
 
@@ -195,8 +200,14 @@ pub fn walk<S: PageSource>(
                         list.decoded += 1;
                     }
                 }
-                for (s, x) in list.sum.iter_mut().zip(&v) {
-                    *s += *x as f64;
+                if !list.sum.is_empty() {
+                    for (s, x) in list.sum.iter_mut().zip(&v) {
+                        *s += *x as f64;
+                    }
+                    if let Some(c) = &list.center {
+                        list.l2_sum += Metric::L2.distance(&v, c);
+                        list.summed += 1;
+                    }
                 }
                 // Reservoir sampling (Algorithm R).
                 seen_entries += 1;

@@ -230,22 +230,22 @@ pub fn centroid_quality(scan: &IvfScan, metric: Metric) -> Option<f64> {
     Some(nearest_ok as f64 / scan.sample.len() as f64)
 }
 
-/// Centroid drift: for each list, the distance between its trained center
-/// and the mean of the entries it holds now, divided by the entries' mean
-/// distance to the center; averaged over lists weighted by size. Near 0
-/// while the data looks like the training sample; grows as inserted data
-/// moves away from where k-means put the centers.
+/// Centroid drift: for each list, the Euclidean distance between its
+/// trained center and the mean of the entries it holds now, divided by the
+/// entries' mean Euclidean distance to the center; averaged over lists
+/// weighted by size. Near 0 while the data looks like the training sample;
+/// grows as inserted data moves away from where k-means put the centers.
+/// Euclidean whatever the index's metric, so that it means the same for l2,
+/// inner-product and cosine indexes.
 pub fn centroid_drift(scan: &IvfScan) -> Option<f64> {
     let mut num = 0.0;
     let mut den = 0.0;
     for l in &scan.lists {
-        let (Some(c), Some(md)) = (&l.center, l.mean_distance()) else {
-            continue;
-        };
-        if l.sum.is_empty() || l.decoded == 0 || md <= 0.0 {
+        let Some(c) = &l.center else { continue };
+        if l.summed == 0 || l.l2_sum <= 0.0 {
             continue;
         }
-        let n = l.decoded as f64;
+        let n = l.summed as f64;
         let shift = l
             .sum
             .iter()
@@ -253,7 +253,7 @@ pub fn centroid_drift(scan: &IvfScan) -> Option<f64> {
             .map(|(s, c)| (s / n - *c as f64).powi(2))
             .sum::<f64>()
             .sqrt();
-        num += n * shift / md;
+        num += n * shift / (l.l2_sum / n);
         den += n;
     }
     (den > 0.0).then(|| num / den)

@@ -165,7 +165,9 @@ impl TestDb {
         let role = format!("{}_{tag}", self.name);
         let mut admin = connect("postgres");
         admin
-            .batch_execute(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN"))
+            .batch_execute(&format!(
+                "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN"
+            ))
             .unwrap();
         self.roles.push(role.clone());
         role
@@ -178,7 +180,10 @@ impl Drop for TestDb {
         let result = (|| -> Result<(), String> {
             let mut admin = try_connect_as("postgres", "postgres").map_err(|e| e.to_string())?;
             admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
                 .map_err(|e| e.to_string())?;
             for r in &self.roles {
                 admin
@@ -231,10 +236,15 @@ pub fn exec(c: &mut Client, sql: &str) {
         .unwrap_or_else(|e| panic!("{}\n  in: {sql}", err_text(&e)));
 }
 
+/// The single integer (smallint, integer or bigint) a query returns.
 pub fn query_i64(c: &mut Client, sql: &str) -> i64 {
-    c.query_one(sql, &[])
-        .unwrap_or_else(|e| panic!("{}\n  in: {sql}", err_text(&e)))
-        .get(0)
+    let row = c
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{}\n  in: {sql}", err_text(&e)));
+    row.try_get::<_, i64>(0)
+        .or_else(|_| row.try_get::<_, i32>(0).map(i64::from))
+        .or_else(|_| row.try_get::<_, i16>(0).map(i64::from))
+        .unwrap_or_else(|e| panic!("{e}\n  in: {sql}"))
 }
 
 /// A jsonb-returning SQL expression, parsed.
@@ -289,14 +299,20 @@ pub fn relation_size(c: &mut Client, rel: &str) -> u64 {
         .get::<_, i64>(0) as u64
 }
 
-/// Asserts the error's SQLSTATE, that its message contains `needle`, and
-/// that it carries a hint (unless `hint` is false); returns the message.
+/// What a failed statement reported.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    pub message: String,
+    pub hint: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Asserts the error's SQLSTATE and that its message contains `needle`.
 pub fn expect_error(
     r: Result<impl std::fmt::Debug, postgres::Error>,
     code: &str,
     needle: &str,
-    hint: bool,
-) -> String {
+) -> Reported {
     let e = match r {
         Ok(v) => panic!("expected an error with SQLSTATE {code}, got {v:?}"),
         Err(e) => e,
@@ -310,14 +326,28 @@ pub fn expect_error(
         "message {:?} should mention {needle:?}",
         d.message()
     );
-    if hint {
-        assert!(
-            d.hint().is_some_and(|h| !h.trim().is_empty()),
-            "error {:?} carries no hint",
-            d.message()
-        );
+    Reported {
+        message: d.message().to_string(),
+        hint: d.hint().map(str::to_string),
+        detail: d.detail().map(str::to_string),
     }
-    d.message().to_string()
+}
+
+/// Like [`expect_error`], and the error must say what to do in a HINT
+/// (`DbError::hint()`).
+pub fn expect_guided_error(
+    r: Result<impl std::fmt::Debug, postgres::Error>,
+    code: &str,
+    needle: &str,
+) -> Reported {
+    let rep = expect_error(r, code, needle);
+    assert!(
+        rep.hint.as_deref().is_some_and(|h| !h.trim().is_empty()),
+        "error {:?} carries no HINT (DETAIL: {:?})",
+        rep.message,
+        rep.detail
+    );
+    rep
 }
 
 // ------------------------------------------------------------ raw pages
@@ -336,8 +366,8 @@ fn le32(b: &[u8], o: usize) -> u32 {
 pub fn raw_pages(c: &mut Client, rel: &str) -> Vec<Vec<u8>> {
     let rows = c
         .query(
-            "SELECT get_raw_page($1, b::int)
-               FROM generate_series(0, pg_relation_size($1::regclass) / 8192 - 1) b
+            "SELECT get_raw_page($1::text, b::int)
+               FROM generate_series(0, pg_relation_size($1::text::regclass) / 8192 - 1) b
               ORDER BY b",
             &[&rel],
         )
@@ -429,9 +459,7 @@ pub fn hnsw_census(pages: &[Vec<u8>]) -> HnswCensus {
             match t[0] {
                 1 => {
                     s.elements += 1;
-                    let tids = (0..10)
-                        .filter(|i| le16(t, 4 + 6 * i + 4) != 0)
-                        .count() as u64;
+                    let tids = (0..10).filter(|i| le16(t, 4 + 6 * i + 4) != 0).count() as u64;
                     if t[2] != 0 {
                         s.deleted += 1;
                     } else if le16(t, 8) != 0 {

@@ -15,7 +15,11 @@ fn check_against_pages(c: &mut Client, index: &str, h: &Value) {
     let meta = hnsw_meta_raw(&pages[0]);
     assert_eq!(meta.magic, 0xA953_A953, "hnsw meta magic");
     assert_eq!(meta.version, 1, "hnsw format version");
-    assert_eq!(u(h, "dimensions"), meta.dimensions as u64, "dimensions vs meta page");
+    assert_eq!(
+        u(h, "dimensions"),
+        meta.dimensions as u64,
+        "dimensions vs meta page"
+    );
     assert_eq!(u(h, "m"), meta.m as u64, "m vs meta page");
     assert_eq!(
         u(h, "ef_construction"),
@@ -43,13 +47,31 @@ fn check_against_pages(c: &mut Client, index: &str, h: &Value) {
                     page_header(get_raw_page('{index}', b::int))"
         ),
     );
-    assert_eq!(census.line_pointers, lp as u64, "line pointers vs page_header()");
+    assert_eq!(
+        census.line_pointers, lp as u64,
+        "line pointers vs page_header()"
+    );
     // Every element (live, zombie or deleted) keeps its neighbor tuple.
-    assert_eq!(census.neighbor_tuples, census.elements, "one neighbor tuple per element");
-    assert_eq!(u(h, "elements_total"), census.elements, "elements_total vs pages");
+    assert_eq!(
+        census.neighbor_tuples, census.elements,
+        "one neighbor tuple per element"
+    );
+    assert_eq!(
+        u(h, "elements_total"),
+        census.elements,
+        "elements_total vs pages"
+    );
     assert_eq!(u(h, "elements_live"), census.live, "elements_live vs pages");
-    assert_eq!(u(h, "elements_zombie"), census.zombie, "elements_zombie vs pages");
-    assert_eq!(u(h, "elements_deleted"), census.deleted, "elements_deleted vs pages");
+    assert_eq!(
+        u(h, "elements_zombie"),
+        census.zombie,
+        "elements_zombie vs pages"
+    );
+    assert_eq!(
+        u(h, "elements_deleted"),
+        census.deleted,
+        "elements_deleted vs pages"
+    );
     assert_eq!(u(h, "heap_tids"), census.heap_tids, "heap_tids vs pages");
     let dist: Vec<u64> = h["layer_distribution"]
         .as_array()
@@ -57,7 +79,10 @@ fn check_against_pages(c: &mut Client, index: &str, h: &Value) {
         .iter()
         .map(|x| x.as_u64().unwrap())
         .collect();
-    assert_eq!(dist, census.levels, "layer_distribution vs element levels on the pages");
+    assert_eq!(
+        dist, census.levels,
+        "layer_distribution vs element levels on the pages"
+    );
     assert_eq!(
         h["max_level"].as_u64(),
         Some(census.levels.len() as u64 - 1),
@@ -65,21 +90,32 @@ fn check_against_pages(c: &mut Client, index: &str, h: &Value) {
     );
     // The entry point sits on the level the meta page says.
     let entry_level = hnsw_element_level(&pages, meta.entry_block, meta.entry_offset);
-    assert_eq!(entry_level as i16, meta.entry_level, "level of the entry element");
+    assert_eq!(
+        entry_level as i16, meta.entry_level,
+        "level of the entry element"
+    );
 }
 
 /// Figures that must agree with the catalog and with each other.
 fn check_consistency(c: &mut Client, index: &str, h: &Value) {
     let size = relation_size(c, index);
     assert_eq!(u(h, "bytes"), size, "bytes vs pg_relation_size");
-    assert_eq!(u(h, "pages"), size / 8192, "pages vs pg_relation_size / 8192");
+    assert_eq!(
+        u(h, "pages"),
+        size / 8192,
+        "pages vs pg_relation_size / 8192"
+    );
     let live = u(h, "elements_live");
     assert_eq!(
         u(h, "elements_total"),
         live + u(h, "elements_zombie") + u(h, "elements_deleted"),
         "total = live + zombie + deleted"
     );
-    assert_eq!(u(h, "reachable") + u(h, "unreachable"), live, "reachable + unreachable = live");
+    assert_eq!(
+        u(h, "reachable") + u(h, "unreachable"),
+        live,
+        "reachable + unreachable = live"
+    );
     let sum: u64 = h["layer_distribution"]
         .as_array()
         .unwrap()
@@ -94,8 +130,16 @@ fn check_consistency(c: &mut Client, index: &str, h: &Value) {
             &[&index],
         )
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0) as u64, live, "sum of hnsw_levels.live_elements");
-    assert_eq!(row.get::<_, i64>(1) as u64, live, "live_in_layer of level 0");
+    assert_eq!(
+        row.get::<_, i64>(0) as u64,
+        live,
+        "sum of hnsw_levels.live_elements"
+    );
+    assert_eq!(
+        row.get::<_, i64>(1) as u64,
+        live,
+        "live_in_layer of level 0"
+    );
     assert_eq!(
         row.get::<_, i64>(2) as usize,
         h["layer_distribution"].as_array().unwrap().len(),
@@ -108,7 +152,11 @@ fn check_consistency(c: &mut Client, index: &str, h: &Value) {
         )
         .unwrap()
         .get::<_, i64>(0);
-    assert_eq!(listed as u64, u(h, "unreachable"), "rows of ruvector_dag_hnsw_unreachable");
+    assert_eq!(
+        listed as u64,
+        u(h, "unreachable"),
+        "rows of ruvector_dag_hnsw_unreachable"
+    );
 }
 
 /// Test 1: counts before and after DELETE, and after VACUUM.
@@ -131,7 +179,10 @@ fn hnsw_counts_through_delete_and_vacuum() {
     );
     let n0 = query_i64(&mut c, "SELECT count(*) FROM t WHERE embedding IS NOT NULL") as u64;
     assert_eq!(n0, 5000);
-    assert_eq!(query_i64(&mut c, "SELECT count(*) FROM t WHERE embedding IS NULL"), 5);
+    assert_eq!(
+        query_i64(&mut c, "SELECT count(*) FROM t WHERE embedding IS NULL"),
+        5
+    );
     // Distinct vectors: each row is one element with one heap tid.
     assert_eq!(
         query_i64(&mut c, "SELECT count(DISTINCT embedding) FROM t") as u64,
@@ -147,7 +198,11 @@ fn hnsw_counts_through_delete_and_vacuum() {
     assert_eq!(u(&h, "dimensions"), 16);
     assert_eq!(u(&h, "m"), 12, "m from WITH (m = 12)");
     assert_eq!(u(&h, "ef_construction"), 48, "ef_construction from WITH");
-    assert_eq!(u(&h, "heap_tids"), n0, "heap_tids vs count(*) of non-null vectors");
+    assert_eq!(
+        u(&h, "heap_tids"),
+        n0,
+        "heap_tids vs count(*) of non-null vectors"
+    );
     assert_eq!(u(&h, "elements_live"), n0, "elements_live vs count(*)");
     assert_eq!(u(&h, "elements_total"), n0);
     assert_eq!(u(&h, "elements_deleted"), 0);
@@ -160,13 +215,20 @@ fn hnsw_counts_through_delete_and_vacuum() {
     // Delete a third of the vectors. The index is untouched until VACUUM:
     // the dead rows' tids are still there.
     let deleted = c
-        .execute("DELETE FROM t WHERE id % 3 = 0 AND embedding IS NOT NULL", &[])
+        .execute(
+            "DELETE FROM t WHERE id % 3 = 0 AND embedding IS NOT NULL",
+            &[],
+        )
         .unwrap();
     assert!(deleted > 1500, "deleted {deleted}");
     let n1 = query_i64(&mut c, "SELECT count(*) FROM t WHERE embedding IS NOT NULL") as u64;
     assert_eq!(n1, n0 - deleted);
     let before_vacuum = health(&mut c, "t_hnsw");
-    assert_eq!(u(&before_vacuum, "heap_tids"), n0, "dead tids stay until VACUUM");
+    assert_eq!(
+        u(&before_vacuum, "heap_tids"),
+        n0,
+        "dead tids stay until VACUUM"
+    );
     assert_eq!(u(&before_vacuum, "elements_live"), n0);
     assert_eq!(u(&before_vacuum, "elements_deleted"), 0);
     check_consistency(&mut c, "t_hnsw", &before_vacuum);
@@ -174,9 +236,17 @@ fn hnsw_counts_through_delete_and_vacuum() {
 
     exec(&mut c, "VACUUM t");
     let after = health(&mut c, "t_hnsw");
-    assert_eq!(u(&after, "heap_tids"), n1, "heap_tids vs count(*) after VACUUM");
+    assert_eq!(
+        u(&after, "heap_tids"),
+        n1,
+        "heap_tids vs count(*) after VACUUM"
+    );
     assert_eq!(u(&after, "elements_live"), n1);
-    assert_eq!(u(&after, "elements_deleted"), deleted, "one deleted element per deleted row");
+    assert_eq!(
+        u(&after, "elements_deleted"),
+        deleted,
+        "one deleted element per deleted row"
+    );
     assert_eq!(u(&after, "elements_zombie"), 0, "VACUUM leaves no zombie");
     assert_eq!(u(&after, "elements_total"), n0, "slots are kept for reuse");
     assert_close(
@@ -244,7 +314,10 @@ fn hnsw_unreachable_elements_are_never_found() {
          CREATE INDEX u_bad ON u USING hnsw (embedding vector_l2_ops)
            WITH (m = 2, ef_construction = 4);",
     );
-    assert_eq!(query_i64(&mut c, "SELECT count(DISTINCT embedding) FROM u"), 20000);
+    assert_eq!(
+        query_i64(&mut c, "SELECT count(DISTINCT embedding) FROM u"),
+        20000
+    );
     let h = health(&mut c, "u_bad");
     let unreachable = u(&h, "unreachable");
     let live = u(&h, "elements_live");
@@ -282,13 +355,21 @@ fn hnsw_unreachable_elements_are_never_found() {
     assert_eq!(listed, unreachable, "rows of ruvector_dag_hnsw_unreachable");
     assert_eq!(row.get::<_, i64>(1) as u64, listed, "distinct heap tids");
     assert_eq!(row.get::<_, i64>(2) as u64, listed, "distinct element tids");
-    assert_eq!(row.get::<_, i64>(3) as u64, listed, "every heap tid is a row of u");
+    assert_eq!(
+        row.get::<_, i64>(3) as u64,
+        listed,
+        "every heap tid is a row of u"
+    );
     assert!(row.get::<_, i32>(4) >= 0);
     let default_limit = query_i64(
         &mut c,
         "SELECT count(*) FROM ruvector_dag_hnsw_unreachable('u_bad')",
     );
-    assert_eq!(default_limit as u64, unreachable.min(1000), "default max_rows is 1000");
+    assert_eq!(
+        default_limit as u64,
+        unreachable.min(1000),
+        "default max_rows is 1000"
+    );
 
     let unreached = id_vectors(
         &mut c,
@@ -302,14 +383,17 @@ fn hnsw_unreachable_elements_are_never_found() {
         "SELECT u.id, u.embedding::text FROM u
           WHERE NOT EXISTS (SELECT 1 FROM ruvector_dag_hnsw_unreachable('u_bad', 100000) x
                              WHERE x.heap_tid = u.ctid)
-          ORDER BY md5(u.id::text) LIMIT 300",
+          ORDER BY md5(u.id::text) LIMIT 500",
     );
-    assert_eq!((unreached.len(), reached.len()), (300, 300));
+    assert_eq!((unreached.len(), reached.len()), (300, 500));
 
     let mut s = db.connect();
     exec(&mut s, EXHAUSTIVE);
     let plan: Vec<String> = s
-        .query(&format!("EXPLAIN {FIND_SELF}"), &[&unreached[0].0, &unreached[0].1])
+        .query(
+            &format!("EXPLAIN {FIND_SELF}"),
+            &[&unreached[0].0, &unreached[0].1],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
@@ -328,17 +412,22 @@ fn hnsw_unreachable_elements_are_never_found() {
     // Reachability is defined over the union of all layers from the entry
     // point, while a search descends the upper layers greedily and then
     // explores layer 0 from where it landed, so a reachable element can
-    // still be missed by one particular search (about 3% here); most are
-    // found.
+    // still be missed by one particular search (1 to 3% here); most are
+    // found. 500 rows keep the 95% bar well clear of sampling noise.
     let hits = found(&mut s, &reached);
     let rate = hits as f64 / reached.len() as f64;
     eprintln!(
         "hnsw m=2 ef_construction=4, 20000 rows: unreachable = {unreachable}, \
          connectivity_score = {conn}, unreachable sample found 0/300 (found {false_unreachable}), \
-         reachable sample found {hits}/300 ({:.1}%)",
+         reachable sample found {hits}/{} ({:.1}%)",
+        reached.len(),
         rate * 100.0
     );
-    assert!(rate >= 0.95, "reachable rows found by a search: {hits}/300");
+    assert!(
+        rate >= 0.95,
+        "reachable rows found by a search: {hits}/{}",
+        reached.len()
+    );
 
     // A well-built index on the same rows: everything reachable, and the
     // rows the bad index could not return are found through it.
@@ -353,13 +442,66 @@ fn hnsw_unreachable_elements_are_never_found() {
     assert_eq!(u(&g, "unreachable"), 0);
     assert_eq!(f(&g, "connectivity_score"), 1.0);
     assert_eq!(
-        query_i64(&mut c, "SELECT count(*) FROM ruvector_dag_hnsw_unreachable('u_good')"),
+        query_i64(
+            &mut c,
+            "SELECT count(*) FROM ruvector_dag_hnsw_unreachable('u_good')"
+        ),
         0
     );
     let mut s = db.connect();
     exec(&mut s, EXHAUSTIVE);
     let good_hits = found(&mut s, &unreached);
     eprintln!("default index: previously unreachable sample found {good_hits}/300");
-    assert!(good_hits >= 297, "found through the m=16 index: {good_hits}/300");
+    assert!(
+        good_hits >= 297,
+        "found through the m=16 index: {good_hits}/300"
+    );
+    assert_eq!(query_i64(&mut c, "SELECT 1"), 1);
+}
+
+/// Identical vectors share one element (up to 10 heap tids each), so
+/// heap_tids, not elements_live, is what matches `count(*)`.
+#[test]
+fn hnsw_duplicate_vectors_share_elements() {
+    let db = TestDb::new("hnsw_dups");
+    let mut c = db.connect();
+    exec(
+        &mut c,
+        "CREATE EXTENSION pageinspect;
+         SELECT setseed(0.12);
+         CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector(8))
+           WITH (autovacuum_enabled = false);
+         INSERT INTO t (embedding)
+           SELECT array(SELECT random() + g * 0 FROM generate_series(1, 8))::vector
+             FROM generate_series(1, 500) g;
+         INSERT INTO t (embedding)
+           SELECT '[0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5]' FROM generate_series(1, 100);
+         CREATE INDEX t_hnsw ON t USING hnsw (embedding vector_l2_ops);",
+    );
+    let h = health(&mut c, "t_hnsw");
+    assert_eq!(u(&h, "heap_tids"), 600, "heap_tids vs count(*)");
+    let live = u(&h, "elements_live");
+    assert!(
+        (510..600).contains(&live),
+        "100 copies need 10 to 99 elements: elements_live = {live}"
+    );
+    check_consistency(&mut c, "t_hnsw", &h);
+    check_against_pages(&mut c, "t_hnsw", &h);
+
+    exec(
+        &mut c,
+        "DELETE FROM t WHERE embedding = '[0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5]'",
+    );
+    exec(&mut c, "VACUUM t");
+    let after = health(&mut c, "t_hnsw");
+    assert_eq!(
+        u(&after, "heap_tids"),
+        500,
+        "heap_tids vs count(*) after VACUUM"
+    );
+    assert_eq!(u(&after, "elements_live"), 500);
+    assert_eq!(u(&after, "elements_deleted"), live - 500);
+    check_consistency(&mut c, "t_hnsw", &after);
+    check_against_pages(&mut c, "t_hnsw", &after);
     assert_eq!(query_i64(&mut c, "SELECT 1"), 1);
 }

@@ -57,6 +57,9 @@ pub struct IvfScan {
     pub free_bytes: u64,
     /// Why the component sums were not kept (too large), if so.
     pub drift_skipped: Option<String>,
+    /// Centers are unit vectors (inner product, cosine): drift compares
+    /// them with the mean direction of the normalised entries.
+    pub spherical: bool,
 }
 
 impl IvfScan {
@@ -85,6 +88,12 @@ impl SplitMix {
     }
 }
 
+/// `v` scaled to unit length (`None` for a zero vector).
+pub fn unit(v: &[f32]) -> Option<Vec<f32>> {
+    let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    (n > 0.0).then(|| v.iter().map(|x| (*x as f64 / n) as f32).collect())
+}
+
 /// Walks the index. `decoder` is `None` when values are not decoded (bit,
 /// sparsevec); then only structure is measured.
 pub fn walk<S: PageSource>(
@@ -102,6 +111,8 @@ pub fn walk<S: PageSource>(
         ..Default::default()
     };
     let decode = decoder.is_some() && ty.decodable();
+    let spherical = matches!(metric, Metric::InnerProduct | Metric::Cosine);
+    scan.spherical = spherical;
     let keep_sums = decode && meta.lists as usize * meta.dimensions as usize <= MAX_DRIFT_CELLS;
     if decode && !keep_sums {
         scan.drift_skipped = Some(format!(
@@ -200,12 +211,15 @@ pub fn walk<S: PageSource>(
                         list.decoded += 1;
                     }
                 }
-                if !list.sum.is_empty() {
-                    for (s, x) in list.sum.iter_mut().zip(&v) {
-                        *s += *x as f64;
-                    }
-                    if let Some(c) = &list.center {
-                        list.l2_sum += Metric::L2.distance(&v, c);
+                if let (false, Some(c)) = (list.sum.is_empty(), &list.center) {
+                    // Inner-product and cosine centers come from spherical
+                    // k-means on normalised vectors: compare like with like.
+                    let u = if spherical { unit(&v) } else { Some(v.clone()) };
+                    if let Some(u) = u {
+                        for (s, x) in list.sum.iter_mut().zip(&u) {
+                            *s += *x as f64;
+                        }
+                        list.l2_sum += Metric::L2.distance(&u, c);
                         list.summed += 1;
                     }
                 }

@@ -235,8 +235,9 @@ pub fn centroid_quality(scan: &IvfScan, metric: Metric) -> Option<f64> {
 /// entries' mean Euclidean distance to the center; averaged over lists
 /// weighted by size. Near 0 while the data looks like the training sample;
 /// grows as inserted data moves away from where k-means put the centers.
-/// Euclidean whatever the index's metric, so that it means the same for l2,
-/// inner-product and cosine indexes.
+/// For inner-product and cosine indexes pgvector's centers are unit vectors
+/// (spherical k-means), so entries are normalised and their mean direction
+/// (the normalised mean) is compared with the center.
 pub fn centroid_drift(scan: &IvfScan) -> Option<f64> {
     let mut num = 0.0;
     let mut den = 0.0;
@@ -246,11 +247,18 @@ pub fn centroid_drift(scan: &IvfScan) -> Option<f64> {
             continue;
         }
         let n = l.summed as f64;
-        let shift = l
-            .sum
+        let mut mean: Vec<f64> = l.sum.iter().map(|s| s / n).collect();
+        if scan.spherical {
+            let norm = mean.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if norm == 0.0 {
+                continue;
+            }
+            mean.iter_mut().for_each(|x| *x /= norm);
+        }
+        let shift = mean
             .iter()
             .zip(c)
-            .map(|(s, c)| (s / n - *c as f64).powi(2))
+            .map(|(m, c)| (m - *c as f64).powi(2))
             .sum::<f64>()
             .sqrt();
         num += n * shift / (l.l2_sum / n);

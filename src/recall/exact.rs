@@ -184,14 +184,13 @@ impl ExactSearch {
                 let row_norm = approx.as_ref().map(|_| norm2(row));
                 for q in 0..self.tops.len() {
                     if let (Some(dots), Some(rn)) = (&approx, row_norm) {
-                        let worst = match self.tops[q].worst_if_full() {
-                            Some(w) => w,
-                            None => f64::INFINITY,
-                        };
+                        let worst = self.tops[q].worst_if_full().unwrap_or(f64::INFINITY);
                         let qn = self.query_norms[q];
                         let (d, margin) =
                             approximate(self.metric, self.dim, dots[[r, q]] as f64, rn, qn);
-                        if !(d - margin < worst) && !d.is_nan() {
+                        // Far beyond the k-th distance even allowing for
+                        // rounding: cannot enter the top-k.
+                        if d - margin >= worst {
                             continue;
                         }
                     }

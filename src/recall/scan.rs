@@ -261,6 +261,12 @@ pub struct LocalSettings {
     nest_level: i32,
 }
 
+impl Default for LocalSettings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl LocalSettings {
     pub fn new() -> LocalSettings {
         LocalSettings {

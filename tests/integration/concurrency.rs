@@ -1,5 +1,6 @@
-//! Inspection while pgbench inserts and deletes: no error, no writer held
-//! up by the inspector, and figures consistent with what was committed.
+//! Inspection and recall estimates while pgbench inserts and deletes: no
+//! error, no writer held up by the inspector, and figures consistent with
+//! what was committed.
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -198,6 +199,7 @@ fn inspection_during_concurrent_writes() {
 
     let mut ins = db.connect();
     let mut inspections = 0u64;
+    let mut estimates = 0u64;
     let mut errors: Vec<String> = Vec::new();
     let mut error_count = 0u64;
     let mut out_of_bounds: Vec<String> = Vec::new();
@@ -245,6 +247,31 @@ fn inspection_during_concurrent_writes() {
                 }
             }
         }
+        // A recall estimate (index scans plus two heap passes, under the
+        // same AccessShareLock) on one of the indexes, in turn.
+        let index = if inspections.is_multiple_of(2) {
+            "t_hnsw"
+        } else {
+            "t_ivf"
+        };
+        match ins.query_one(
+            "SELECT (ruvector_dag_recall_estimate($1::text::regclass, 20, 10)->>'recall')::float8",
+            &[&index],
+        ) {
+            Ok(row) => {
+                estimates += 1;
+                let r: Option<f64> = row.get(0);
+                if !r.is_some_and(|r| (0.0..=1.0).contains(&r)) {
+                    out_of_bounds.push(format!("recall of {index} is {r:?}"));
+                }
+            }
+            Err(e) => {
+                error_count += 1;
+                if errors.len() < 5 {
+                    errors.push(err_text(&e));
+                }
+            }
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let sampled = sampler.join().unwrap();
@@ -277,7 +304,8 @@ fn inspection_during_concurrent_writes() {
         });
     eprintln!(
         "concurrency: pgbench {transactions} transactions, {tps:.1} tps, {failed} failed; \
-         {inspections} inspections of both indexes ({concurrent_seen} concurrent changes seen); \
+         {inspections} inspections of both indexes ({concurrent_seen} concurrent changes seen), \
+         {estimates} recall estimates; \
          {} activity samples, {} Lock waits ({}), longest LWLock wait {} samples ({})",
         sampled.samples,
         sampled.lock_waits.len(),
@@ -301,6 +329,10 @@ fn inspection_during_concurrent_writes() {
     assert!(
         inspections >= 5,
         "only {inspections} inspections during the run"
+    );
+    assert!(
+        estimates >= 4,
+        "only {estimates} recall estimates during the run"
     );
     assert!(
         sampled.samples >= 50,

@@ -16,4 +16,5 @@ mod errors;
 mod hnsw;
 mod ivfflat;
 mod partitioned;
+mod recall;
 mod types;

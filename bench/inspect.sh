@@ -513,7 +513,9 @@ for idx in "$HNSW_IDX" "$IVF_IDX"; do
     echo "  warm inspect          $(spread "${wi[@]}") ms, cpu $(spread "${wic[@]}"), wait $(spread "${wiw[@]}")"
     echo "  warm pg_prewarm       $(spread "${wp[@]}") ms"
     echo "  warm ratio            $(fmt '%.1f' "$warm_ratio")"
-    echo "  cold - warm inspect   $(fmt '%.1f' "$(calc "$mci - $mwi")") ms (what bringing the pages into shared buffers costs the walk)"
+    echo "  cold - warm inspect   $(fmt '%.1f' "$(calc "$mci - $mwi")") ms wall," \
+         "$(fmt '%.1f' "$(calc "$(median "${cic[@]}") - $(median "${wic[@]}")")") ms cpu" \
+         "(bringing the pages into shared buffers inside the walk; cpu is less sensitive to other load)"
     echo "  $unit/s            $(human "$rate_cold") cold, $(human "$rate_warm") warm"
     if [[ "$kind" == hnsw ]]; then
         echo "  walk memory           $mem bytes = $mempe bytes/element (the walk's own count)"

@@ -134,3 +134,32 @@ fn health_check_records_then_updates_one_issue() {
         0
     );
 }
+
+#[pg_test]
+fn local_settings_are_restored_for_the_caller() {
+    use crate::recall::scan::{setting, LocalSettings};
+    // Loads pgvector, which defines its settings.
+    Spi::run("SELECT '[1,2]'::vector").unwrap();
+    Spi::run("SET ivfflat.probes = 3").unwrap();
+    {
+        let local = LocalSettings::new();
+        local.set("ivfflat.probes", "7");
+        assert_eq!(setting("ivfflat.probes").as_deref(), Some("7"));
+    }
+    assert_eq!(setting("ivfflat.probes").as_deref(), Some("3"));
+}
+
+#[pg_test]
+fn recall_of_an_exhaustive_ivfflat_scan_is_one() {
+    make_table("t_recall", 500);
+    Spi::run("CREATE INDEX t_recall_idx ON t_recall USING ivfflat (embedding vector_l2_ops) WITH (lists = 4)")
+        .unwrap();
+    Spi::run("SET ivfflat.probes = 4").unwrap();
+    let r = Spi::get_one::<pgrx::JsonB>("SELECT ruvector_dag_recall_estimate('t_recall_idx', 50, 5)")
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(r["recall"], 1.0);
+    assert_eq!(r["rows"], 500);
+    assert_eq!(r["short_results"], 0);
+}

@@ -13,7 +13,7 @@ use super::args::{oid_of, Regclass};
 use crate::inspect::metrics::r6;
 use crate::inspect::relation::{raise, resolve, Am, IndexTarget, OpenIndex};
 use crate::inspect::vectors::{Metric, VectorType};
-use crate::recall::exact::{query_recall, ExactSearch};
+use crate::recall::exact::{query_recall, tie_tolerance, ExactSearch};
 use crate::recall::scan::{self, AnnResult, LocalSettings, RowFetcher, Sample};
 use crate::recall::stats::{tune, wilson95, CurvePoint};
 
@@ -144,7 +144,8 @@ fn score(
                         .unwrap_or(f64::INFINITY)
                 })
                 .collect();
-            query_recall(top, k, &dists)
+            let tol = tie_tolerance(metric, g.exact.dim(), top.kth().unwrap_or(0.0));
+            query_recall(top, k, &dists, tol)
         })
         .collect()
 }

@@ -152,6 +152,10 @@ impl ExactSearch {
         }
     }
 
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     /// Adds one row; a row of other dimensions is refused.
     pub fn add_row(&mut self, id: u64, v: &[f32]) -> Result<(), String> {
         if v.len() != self.dim {
@@ -242,17 +246,30 @@ fn approximate(
     }
 }
 
+/// How far apart two distances may be and still be the same distance to
+/// pgvector: its operators compute in f32, whose rounding over `dim` terms
+/// can reorder rows whose exact (f64) distances differ by about dim · ε of
+/// the magnitudes involved. Such rows are ties, not misses. Cosine distance
+/// is 1 − cos: its error is absolute, not relative to the (small) distance.
+pub fn tie_tolerance(metric: Metric, dim: usize, kth: f64) -> f64 {
+    let e = 4.0 * dim.max(1) as f64 * f32::EPSILON as f64;
+    match metric {
+        Metric::Cosine => e,
+        Metric::InnerProduct => e * kth.abs().max(1.0),
+        _ => e * kth.abs() + 1e-12,
+    }
+}
+
 /// Recall of one query: the share of the k true neighbours the ANN answer
-/// found. An answer row counts as a hit when its distance is within the
-/// exact k-th distance (ties at the k-th distance are not misses). When the
-/// relation holds fewer than k rows, all of them are the truth.
-pub fn query_recall(top: &TopK, k: usize, ann_dists: &[f64]) -> Option<f64> {
+/// found. An answer row counts as a hit when its distance is within `tol`
+/// of the exact k-th distance (ties at the k-th distance are not misses).
+/// When the relation holds fewer than k rows, all of them are the truth.
+pub fn query_recall(top: &TopK, k: usize, ann_dists: &[f64], tol: f64) -> Option<f64> {
     let truth = top.len().min(k);
     if truth == 0 {
         return None;
     }
     let kth = top.kth().unwrap_or(f64::INFINITY);
-    let tol = 1e-6 * kth.abs().max(1e-12) + 1e-9;
     let hits = ann_dists
         .iter()
         .take(k)
@@ -349,14 +366,18 @@ mod tests {
             t.push(*d, i as u64);
         }
         // The answer holds the other row at distance 2.0: still a hit.
-        assert_eq!(query_recall(&t, 3, &[0.0, 1.0, 2.0]), Some(1.0));
-        assert_eq!(query_recall(&t, 3, &[0.0, 9.0]), Some(1.0 / 3.0));
-        assert_eq!(query_recall(&t, 3, &[]), Some(0.0));
+        assert_eq!(query_recall(&t, 3, &[0.0, 1.0, 2.0], 0.0), Some(1.0));
+        assert_eq!(query_recall(&t, 3, &[0.0, 9.0], 0.0), Some(1.0 / 3.0));
+        assert_eq!(query_recall(&t, 3, &[], 0.0), Some(0.0));
         // Fewer rows than k: the truth is every row.
         let mut small = TopK::new(10);
         small.push(0.5, 1);
         small.push(0.7, 2);
-        assert_eq!(query_recall(&small, 10, &[0.5, 0.7]), Some(1.0));
-        assert_eq!(query_recall(&TopK::new(10), 10, &[]), None);
+        assert_eq!(query_recall(&small, 10, &[0.5, 0.7], 0.0), Some(1.0));
+        assert_eq!(query_recall(&TopK::new(10), 10, &[], 0.0), None);
+        // Within f32 rounding of the k-th distance: a tie.
+        let tol = tie_tolerance(Metric::Cosine, 128, 1e-4);
+        assert_eq!(query_recall(&t, 3, &[0.0, 1.0, 2.0 + tol / 2.0], tol), Some(1.0));
+        assert!(tie_tolerance(Metric::L2, 128, 2.0) < 1e-3);
     }
 }

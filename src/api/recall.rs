@@ -53,7 +53,23 @@ fn target(index: Option<Regclass>, function: &str) -> (IndexTarget, VectorType, 
             "recall is measured for vector and halfvec indexes (l2, inner product, cosine, l1)",
         );
     };
+    check_format(&t);
     (t, ty, metric)
+}
+
+/// Refuses an index whose meta page is not a pgvector format this release
+/// knows: the measurement runs pgvector's own scans, but a page format we
+/// cannot vouch for is not one to report figures on.
+fn check_format(t: &IndexTarget) {
+    use crate::inspect::layout::{HnswMeta, IvfMeta};
+    use crate::inspect::read_meta;
+    let (r, _) = crate::inspect::report::with_pages(t, |src| match t.am {
+        Am::Hnsw => read_meta(src, HnswMeta::parse).map(|_| ()),
+        Am::IvfFlat => read_meta(src, IvfMeta::parse).map(|_| ()),
+    });
+    if let Err(e) = r {
+        crate::inspect::report::walk_error(t, e);
+    }
 }
 
 /// The search setting that governs an index's scans.

@@ -321,3 +321,71 @@ fn errors_carry_a_hint() {
     );
     assert_eq!(query_i64(&mut owner, "SELECT 1"), 1);
 }
+
+/// Overwrites four bytes of block 0 of `index` on disk and evicts the
+/// index from shared buffers, so the next read sees the change.
+fn patch_meta(c: &mut postgres::Client, index: &str, offset: usize, value: u32) {
+    exec(c, "CHECKPOINT");
+    let rel: String = c
+        .query_one("SELECT pg_relation_filepath($1::text::regclass)", &[&index])
+        .unwrap()
+        .get(0);
+    let path = format!("{}/{rel}", settings().data);
+    let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+    exec(
+        c,
+        &format!("SELECT pg_buffercache_evict_relation('{index}'::regclass)"),
+    );
+}
+
+/// An index whose meta page does not carry pgvector's magic number or a
+/// format version this release reads is refused with an error, never
+/// guessed at. (The meta page data starts after the 24-byte page header:
+/// magic number, then version. Data checksums would reject the patched page
+/// first, so the test lets Postgres read it anyway.)
+#[test]
+fn unknown_pgvector_format() {
+    let db = TestDb::new("format");
+    let mut c = db.connect();
+    setup(&mut c);
+    exec(
+        &mut c,
+        "CREATE EXTENSION pg_buffercache;
+         CREATE INDEX fmt_ivf ON t USING ivfflat (embedding vector_l2_ops) WITH (lists = 2);",
+    );
+    exec(
+        &mut c,
+        "SET ignore_checksum_failure = on; SET client_min_messages = error",
+    );
+    let hnsw_version: i64 = query_i64(
+        &mut c,
+        "SELECT (ruvector_dag_index_health('t_hnsw')->>'format_version')::bigint",
+    );
+    assert_eq!(hnsw_version, 1);
+
+    patch_meta(&mut c, "t_hnsw", 24, 0xDEAD_BEEF);
+    let rep = expect_guided_error(
+        try_health(&mut c, "t_hnsw"),
+        "XX002",
+        "cannot read hnsw index",
+    );
+    assert!(rep.message.contains("magic"), "{rep:?}");
+
+    patch_meta(&mut c, "fmt_ivf", 28, 99);
+    let rep = expect_guided_error(
+        try_health(&mut c, "fmt_ivf"),
+        "XX002",
+        "cannot read ivfflat index",
+    );
+    assert!(rep.message.contains("version"), "{rep:?}");
+    expect_guided_error(
+        c.query_one("SELECT ruvector_dag_recall_estimate('fmt_ivf')", &[]),
+        "XX002",
+        "ivfflat",
+    );
+    // The session and the server are fine; the broken indexes can be dropped.
+    exec(&mut c, "DROP INDEX t_hnsw; DROP INDEX fmt_ivf;");
+    assert_eq!(query_i64(&mut c, "SELECT count(*) FROM t"), 500);
+}

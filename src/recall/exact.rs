@@ -377,7 +377,10 @@ mod tests {
         assert_eq!(query_recall(&TopK::new(10), 10, &[], 0.0), None);
         // Within f32 rounding of the k-th distance: a tie.
         let tol = tie_tolerance(Metric::Cosine, 128, 1e-4);
-        assert_eq!(query_recall(&t, 3, &[0.0, 1.0, 2.0 + tol / 2.0], tol), Some(1.0));
+        assert_eq!(
+            query_recall(&t, 3, &[0.0, 1.0, 2.0 + tol / 2.0], tol),
+            Some(1.0)
+        );
         assert!(tie_tolerance(Metric::L2, 128, 2.0) < 1e-3);
     }
 }

@@ -38,6 +38,15 @@ SELECT e->>'index' AS index, e->>'metric' AS metric, e->>'type' AS type, e->'rec
  ORDER BY 1;
 RESET ivfflat.probes;
 
+-- A partial index holds only the rows its predicate admits; the truth is
+-- computed over exactly those rows.
+CREATE INDEX r_part ON r USING ivfflat (embedding vector_l2_ops) WITH (lists = 2) WHERE id % 3 = 0;
+SET ivfflat.probes = 2;
+SELECT e->'rows' AS rows, e->'recall' AS recall
+  FROM ruvector_dag_recall_estimate('r_part', 50, 10) e;
+RESET ivfflat.probes;
+DROP INDEX r_part;
+
 -- Tuning: the smallest probes that reach the target, with its curve; stored, not applied.
 SELECT t->'setting' AS setting, t->'reachable' AS reachable, (t->>'recommended_value')::int <= 10 AS in_range,
        t->'recall_at_recommended' AS recall, t->'search_range' AS search_range, t->'applied' AS applied,

@@ -163,3 +163,79 @@ fn recall_of_an_exhaustive_ivfflat_scan_is_one() {
     assert_eq!(r["rows"], 500);
     assert_eq!(r["short_results"], 0);
 }
+
+/// Index values over 512 bytes of a column with storage EXTENDED are
+/// compressed inline by `index_form_tuple`: the IVFFlat walk decodes those
+/// from a copy of their page, through the server's detoasting.
+#[pg_test]
+fn ivfflat_walk_decodes_compressed_values() {
+    use crate::inspect::layout::{varlena, IndexTuple, Page, Varlena, INVALID_BLOCK};
+    use crate::inspect::PageSource;
+    Spi::run(
+        "CREATE TABLE t_cmp (id serial PRIMARY KEY, embedding vector(300));
+         ALTER TABLE t_cmp ALTER COLUMN embedding SET STORAGE EXTENDED;
+         INSERT INTO t_cmp (embedding)
+              SELECT array_fill((g % 3 + 1)::real, ARRAY[300])::vector
+                FROM generate_series(1, 90) g;
+         CREATE INDEX t_cmp_idx ON t_cmp USING ivfflat (embedding vector_l2_ops) WITH (lists = 2);",
+    )
+    .unwrap();
+    let t = resolve(Some(oid_of("t_cmp_idx")));
+    // The entries really are compressed.
+    let (compressed, _) = with_pages(&t, |src| {
+        let mut n = 0;
+        for blk in 2..src.nblocks() {
+            src.with_page(blk, |b| {
+                let page = Page::new(b).unwrap();
+                for off in 1..=page.max_offset() {
+                    if let Some(it) = page.item(off).and_then(|t| IndexTuple::parse(t).ok()) {
+                        n += matches!(varlena(it.value), Ok(Varlena::Compressed(_))) as u32;
+                    }
+                }
+            })
+            .unwrap();
+        }
+        n
+    });
+    assert!(compressed > 0);
+    let (scan, _) = ivf_scan(&t);
+    assert_eq!(scan.tuples(), 90);
+    assert_eq!(scan.lists.iter().map(|l| l.decoded).sum::<u64>(), 90);
+    assert!(scan.lists.iter().all(|l| l.start_page == INVALID_BLOCK || l.pages > 0));
+    // Each value sits in the list of its nearest center.
+    let centers: Vec<&Vec<f32>> = scan.lists.iter().map(|l| l.center.as_ref().unwrap()).collect();
+    let mut want = 0.0;
+    for g in 1..=90 {
+        let x = (g % 3 + 1) as f64;
+        want += centers
+            .iter()
+            .map(|c| c.iter().map(|y| (x - *y as f64).powi(2)).sum::<f64>().sqrt())
+            .fold(f64::INFINITY, f64::min);
+    }
+    let got: f64 = scan.lists.iter().map(|l| l.distance_sum).sum();
+    assert!((got - want).abs() <= 1e-5 * want.max(1.0), "{got} vs {want}");
+    assert_eq!(scan.sample.len(), 90);
+}
+
+/// A session's own temporary indexes live in local buffers: the walks
+/// read them through the same read stream and recent-buffer paths.
+#[pg_test]
+fn walks_read_temporary_indexes() {
+    Spi::run(
+        "CREATE TEMP TABLE t_tmp (id serial PRIMARY KEY, embedding vector(4));
+         INSERT INTO t_tmp (embedding)
+              SELECT array(SELECT random() + g * 0 FROM generate_series(1, 4))::vector
+                FROM generate_series(1, 700) g;
+         CREATE INDEX t_tmp_hnsw ON t_tmp USING hnsw (embedding vector_l2_ops) WITH (m = 4);
+         CREATE INDEX t_tmp_ivf ON t_tmp USING ivfflat (embedding vector_l2_ops) WITH (lists = 5);",
+    )
+    .unwrap();
+    let (h, _) = hnsw_scan(&resolve(Some(oid_of("t_tmp_hnsw"))));
+    assert_eq!(h.elements_live, 700);
+    assert_eq!(h.heap_tids, 700);
+    assert_eq!(h.reachable_live + h.unreachable(), 700);
+    assert!(h.reachable_live > 600, "{}", h.reachable_live);
+    let (i, _) = ivf_scan(&resolve(Some(oid_of("t_tmp_ivf"))));
+    assert_eq!(i.tuples(), 700);
+    assert_eq!(i.lists.iter().map(|l| l.decoded).sum::<u64>(), 700);
+}

@@ -1,7 +1,8 @@
 //! A byte-level mirror of pgvector's on-disk format (0.8.x, format version 1).
 //!
-//! Everything here works on a private copy of one 8 kB page, so it is plain
-//! Rust: no Postgres calls, no locks, and unit tests build pages by hand.
+//! Everything here works on the bytes of one 8 kB page (lent in place
+//! under a share lock, or a copy), so it is plain Rust: no Postgres calls,
+//! no locks, and unit tests build pages by hand.
 //! Field offsets follow `hnsw.h` / `ivfflat.h`; see `../shared/DESIGN.md`.
 
 use std::fmt;
@@ -61,21 +62,27 @@ impl fmt::Display for LayoutError {
     }
 }
 
+#[inline]
 fn u16_at(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])
 }
+#[inline]
 fn i16_at(b: &[u8], o: usize) -> i16 {
     i16::from_le_bytes([b[o], b[o + 1]])
 }
+#[inline]
 fn u32_at(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
+#[inline]
 pub(crate) fn i32_at(b: &[u8], o: usize) -> i32 {
     i32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
+#[inline]
 pub(crate) fn f32_at(b: &[u8], o: usize) -> f32 {
     f32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
+#[inline]
 pub(crate) fn u16_le(b: &[u8], o: usize) -> u16 {
     u16_at(b, o)
 }
@@ -88,6 +95,7 @@ pub struct Tid {
 }
 
 impl Tid {
+    #[inline]
     pub fn parse(b: &[u8], o: usize) -> Tid {
         let hi = u16_at(b, o) as u32;
         let lo = u16_at(b, o + 2) as u32;
@@ -97,6 +105,7 @@ impl Tid {
         }
     }
     /// `ItemPointerIsValid`: offset 0 is `InvalidOffsetNumber`.
+    #[inline]
     pub fn is_valid(&self) -> bool {
         self.offset != 0
     }
@@ -118,31 +127,37 @@ pub struct ItemId {
 
 pub const LP_NORMAL: u8 = 1;
 
-/// A copied page.
+/// The bytes of one page.
 pub struct Page<'a> {
     b: &'a [u8],
 }
 
 impl<'a> Page<'a> {
+    #[inline]
     pub fn new(b: &'a [u8]) -> Result<Page<'a>, LayoutError> {
         if b.len() < BLCKSZ {
             return Err(LayoutError::ShortPage);
         }
         Ok(Page { b })
     }
+    #[inline]
     pub fn bytes(&self) -> &'a [u8] {
         self.b
     }
+    #[inline]
     pub fn lower(&self) -> usize {
         u16_at(self.b, 12) as usize
     }
+    #[inline]
     pub fn upper(&self) -> usize {
         u16_at(self.b, 14) as usize
     }
+    #[inline]
     pub fn special(&self) -> usize {
         u16_at(self.b, 16) as usize
     }
     /// Number of line pointers (`PageGetMaxOffsetNumber`).
+    #[inline]
     pub fn max_offset(&self) -> u16 {
         let lower = self.lower();
         if lower <= PAGE_HEADER || lower > BLCKSZ {
@@ -151,10 +166,12 @@ impl<'a> Page<'a> {
             ((lower - PAGE_HEADER) / 4) as u16
         }
     }
+    #[inline]
     pub fn free_space(&self) -> usize {
         self.upper().saturating_sub(self.lower())
     }
     /// pgvector's special area: `{u32 nextblkno, u16 unused, u16 page_id}`.
+    #[inline]
     pub fn next_block(&self) -> u32 {
         let s = self.special();
         if s + 8 > BLCKSZ {
@@ -162,6 +179,7 @@ impl<'a> Page<'a> {
         }
         u32_at(self.b, s)
     }
+    #[inline]
     pub fn page_id(&self) -> u16 {
         let s = self.special();
         if s + 8 > BLCKSZ {
@@ -176,6 +194,7 @@ impl<'a> Page<'a> {
         }
         Ok(())
     }
+    #[inline]
     pub fn item_id(&self, offset: u16) -> Option<ItemId> {
         if offset == 0 || offset > self.max_offset() {
             return None;
@@ -188,6 +207,7 @@ impl<'a> Page<'a> {
         })
     }
     /// Bytes of a normal (LP_NORMAL) item, bounds-checked against the page.
+    #[inline]
     pub fn item(&self, offset: u16) -> Option<&'a [u8]> {
         let id = self.item_id(offset)?;
         if id.flags != LP_NORMAL || id.len == 0 || id.off + id.len > BLCKSZ {
@@ -293,12 +313,14 @@ impl HnswElement {
         })
     }
     /// Count valid heap tids without allocating (hot path of the walk).
+    #[inline]
     pub fn count_heaptids(t: &[u8]) -> usize {
         (0..HNSW_HEAPTIDS)
             .filter(|i| Tid::parse(t, 4 + 6 * i).is_valid())
             .count()
     }
     /// pgvector treats an element as live when `heaptids[0]` is valid.
+    #[inline]
     pub fn state_of(t: &[u8]) -> ElementState {
         if t[2] != 0 {
             ElementState::Deleted

@@ -222,9 +222,8 @@ pub fn centroid_quality(scan: &IvfScan, metric: Metric) -> Option<f64> {
         .filter(|(list, v)| {
             let own = metric.distance(v, centers[*list as usize]);
             // Ties count as correct: pgvector keeps the first of equals.
-            !centers
-                .iter()
-                .any(|c| metric.distance(v, c) < own - 1e-9 * own.abs().max(1.0))
+            let bar = own - 1e-9 * own.abs().max(1.0);
+            !centers.iter().any(|c| metric.distance_below(v, c, bar))
         })
         .count();
     Some(nearest_ok as f64 / scan.sample.len() as f64)

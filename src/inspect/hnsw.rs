@@ -497,12 +497,13 @@ impl State {
 
     /// Asks for the neighbor lists of block `blk`, whose page is (likely)
     /// at `p`, from where pass 1 saw them.
-    fn prefetch_lists(&self, blk: u32, p: *const u8) {
+    /// `all`: every list, else those of reached, unexpanded owners.
+    fn prefetch_lists(&self, blk: u32, p: *const u8, all: bool) {
         let span = self.slots.spans[blk as usize];
         let s = &self.slots;
         super::prefetch_bytes(p, PAGE_HEADER + 4 * span.count as usize);
         for i in span.start as usize..(span.start + span.count) as usize {
-            if s.state[i] & KIND_MASK == KIND_NEIGHBORS {
+            if s.state[i] & KIND_MASK == KIND_NEIGHBORS && (all || self.pending(i)) {
                 let at = u16::from_le_bytes([s.level[i], s.version[i]]) as usize;
                 super::prefetch_bytes(p.wrapping_add(at.min(BLCKSZ - 256)), 256);
             }
@@ -830,6 +831,11 @@ impl<'s, S: PageSource> Walk<'s, S> {
             if !std::mem::replace(&mut self.st.dirty[b as usize], false) {
                 continue;
             }
+            if let Some(&next) = self.st.queue.front() {
+                if let Some(p) = self.src.page_hint(next) {
+                    self.st.prefetch_lists(next, p, false);
+                }
+            }
             self.visit(b, false)?;
             self.st.scan.growth_reads += 1;
         }
@@ -853,7 +859,7 @@ impl<'s, S: PageSource> Walk<'s, S> {
                 // page's work (the addresses are a hint, nothing is read).
                 if let Some(&next) = self.st.order.get(k + 1) {
                     if let Some(p) = self.src.page_hint(next) {
-                        self.st.prefetch_lists(next, p);
+                        self.st.prefetch_lists(next, p, true);
                     }
                 }
             }

@@ -33,8 +33,12 @@ fn check_range(name: &str, v: i32, max: i32, hint: &str) {
     }
 }
 
-/// The index, checked for what recall measurement needs.
-fn target(index: Option<Regclass>, function: &str) -> (IndexTarget, VectorType, Metric) {
+/// The index, checked for what recall measurement needs, with the range of
+/// its search setting.
+fn target(
+    index: Option<Regclass>,
+    function: &str,
+) -> (IndexTarget, VectorType, Metric, (u32, u32)) {
     let t = resolve(oid_of(index));
     if t.partitioned {
         raise(
@@ -53,22 +57,61 @@ fn target(index: Option<Regclass>, function: &str) -> (IndexTarget, VectorType, 
             "recall is measured for vector and halfvec indexes (l2, inner product, cosine, l1)",
         );
     };
-    check_format(&t);
-    (t, ty, metric)
+    let range = search_range(&t);
+    (t, ty, metric, range)
 }
 
-/// Refuses an index whose meta page is not a pgvector format this release
-/// knows: the measurement runs pgvector's own scans, but a page format we
-/// cannot vouch for is not one to report figures on.
-fn check_format(t: &IndexTarget) {
+/// Range of the search setting, from the meta page: pgvector accepts
+/// ef_search 1..1000; probes beyond the number of lists change nothing.
+/// Reading the meta page also refuses an index whose format this release
+/// does not know: the measurement runs pgvector's own scans, but a page
+/// format we cannot vouch for is not one to report figures on.
+fn search_range(t: &IndexTarget) -> (u32, u32) {
     use crate::inspect::layout::{HnswMeta, IvfMeta};
     use crate::inspect::read_meta;
     let (r, _) = crate::inspect::report::with_pages(t, |src| match t.am {
-        Am::Hnsw => read_meta(src, HnswMeta::parse).map(|_| ()),
-        Am::IvfFlat => read_meta(src, IvfMeta::parse).map(|_| ()),
+        Am::Hnsw => read_meta(src, HnswMeta::parse).map(|_| (1, 1000)),
+        Am::IvfFlat => read_meta(src, IvfMeta::parse).map(|(m, _)| (1, (m.lists as u32).max(1))),
     });
-    if let Err(e) = r {
-        crate::inspect::report::walk_error(t, e);
+    r.unwrap_or_else(|e| crate::inspect::report::walk_error(t, e))
+}
+
+/// What both functions start with: arguments checked, the index opened,
+/// the sample drawn and its exact answers computed.
+struct Prepared {
+    t: IndexTarget,
+    ty: VectorType,
+    metric: Metric,
+    range: (u32, u32),
+    open: OpenIndex,
+    g: Ground,
+    k: usize,
+}
+
+fn prepare(index: Option<Regclass>, sample_size: i32, k: i32, function: &str) -> Prepared {
+    check_range(
+        "k",
+        k,
+        MAX_K,
+        "recall@k is measured for 1 <= k <= 1000; the usual value is the LIMIT of your queries",
+    );
+    check_range(
+        "sample_size",
+        sample_size,
+        MAX_SAMPLE,
+        "100 sampled queries give a 95 % interval of about ±0.05; the exact pass costs sample_size × rows distances",
+    );
+    let (t, ty, metric, range) = target(index, function);
+    let open = OpenIndex::open(&t);
+    let g = ground(&open, &t, ty, metric, sample_size as usize, k as usize);
+    Prepared {
+        t,
+        ty,
+        metric,
+        range,
+        open,
+        g,
+        k: k as usize,
     }
 }
 
@@ -186,18 +229,6 @@ fn ruvector_dag_recall_estimate(
     queries: default!(Option<&str>, "'table'"),
 ) -> JsonB {
     let total = Instant::now();
-    check_range(
-        "k",
-        k,
-        MAX_K,
-        "recall@k is measured for 1 <= k <= 1000; the usual value is the LIMIT of your queries",
-    );
-    check_range(
-        "sample_size",
-        sample_size,
-        MAX_SAMPLE,
-        "100 sampled queries give a 95 % interval of about ±0.05; the exact pass costs sample_size × rows distances",
-    );
     match queries {
         Some("table") => {}
         Some("workload") => raise(
@@ -211,10 +242,15 @@ fn ruvector_dag_recall_estimate(
             "queries must be 'table' (a random sample of the table's own vectors)",
         ),
     }
-    let (t, ty, metric) = target(index, "ruvector_dag_recall_estimate");
-    let open = OpenIndex::open(&t);
-    let k = k as usize;
-    let g = ground(&open, &t, ty, metric, sample_size as usize, k);
+    let Prepared {
+        t,
+        ty,
+        metric,
+        open,
+        g,
+        k,
+        ..
+    } = prepare(index, sample_size, k, "ruvector_dag_recall_estimate");
     let setting = setting_name(t.am);
     let mut report = json!({
         "index": t.name,
@@ -271,15 +307,6 @@ fn ruvector_dag_recall_estimate(
     JsonB(report)
 }
 
-/// Range of the search setting: pgvector accepts ef_search 1..1000; probes
-/// beyond the number of lists change nothing.
-fn setting_range(t: &IndexTarget) -> (u32, u32) {
-    match t.am {
-        Am::Hnsw => (1, 1000),
-        Am::IvfFlat => (1, crate::inspect::report::ivf_list_count(t).max(1)),
-    }
-}
-
 fn advice(am: Am) -> &'static str {
     match am {
         Am::Hnsw => "no ef_search up to 1000 reaches the target: the graph itself limits recall; rebuild the index (REINDEX INDEX CONCURRENTLY), with larger m or ef_construction if a fresh build still misses, and check ruvector_dag_index_health() for unreachable elements",
@@ -308,17 +335,15 @@ fn ruvector_dag_tune_search(
             "for example 0.95; the default is ruvector.dag_healing_target_recall",
         );
     };
-    check_range("k", k, MAX_K, "recall@k is measured for 1 <= k <= 1000");
-    check_range(
-        "sample_size",
-        sample_size,
-        MAX_SAMPLE,
-        "100 queries are usually enough",
-    );
-    let (t, ty, metric) = target(index, "ruvector_dag_tune_search");
-    let open = OpenIndex::open(&t);
-    let k = k as usize;
-    let g = ground(&open, &t, ty, metric, sample_size as usize, k);
+    let Prepared {
+        t,
+        ty,
+        metric,
+        range,
+        open,
+        g,
+        k,
+    } = prepare(index, sample_size, k, "ruvector_dag_tune_search");
     let name = setting_name(t.am);
     let current = scan::setting(name);
     if g.sample.tids.is_empty() {
@@ -332,7 +357,7 @@ fn ruvector_dag_tune_search(
             "tune after the table has data",
         );
     }
-    let (lo, hi) = setting_range(&t);
+    let (lo, hi) = range;
     let mut fetch = RowFetcher::new(&open, ty);
     let tuned = {
         let local = LocalSettings::new();

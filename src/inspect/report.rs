@@ -44,17 +44,6 @@ pub fn hnsw_scan(t: &IndexTarget) -> (HnswScan, u64) {
     }
 }
 
-/// Number of lists of an IVFFlat index (its meta page only).
-pub fn ivf_list_count(t: &IndexTarget) -> u32 {
-    let (r, _) = with_pages(t, |src| {
-        super::read_meta(src, super::layout::IvfMeta::parse)
-    });
-    match r {
-        Ok((meta, _)) => meta.lists as u32,
-        Err(e) => walk_error(t, e),
-    }
-}
-
 pub fn ivf_scan(t: &IndexTarget) -> (IvfScan, u64) {
     let metric = t.metric.unwrap_or(Metric::L2);
     let ty = t.vector_type;

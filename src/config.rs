@@ -19,8 +19,8 @@ pub static ROLLBACK_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static HISTORY_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static TARGET_RECALL: GucSetting<f64> = GucSetting::<f64>::new(0.95);
 
-/// One documented setting: name, default, range, context (for the README
-/// and `ruvector_dag_healing_status()`).
+/// Registers every setting (called from `_PG_init`) and reserves the
+/// `ruvector` prefix. Names, defaults and ranges are listed in the README.
 pub fn init() {
     GucRegistry::define_bool_guc(
         c"ruvector.dag_healing_enabled",

@@ -20,3 +20,19 @@ REVOKE ALL ON FUNCTION ruvector_dag_tune_search(regclass, float8, int, int) FROM
 GRANT EXECUTE ON FUNCTION ruvector_dag_tune_search(regclass, float8, int, int) TO ruvector_healer;
 GRANT INSERT ON ruvector_healing.search_settings TO ruvector_healer;
 GRANT USAGE ON SEQUENCE ruvector_healing.search_settings_setting_id_seq TO ruvector_healer;
+
+-- Repairs: reading the history is for everyone (names, figures, errors);
+-- requesting, cancelling and rolling back is for ruvector_healer, through
+-- SECURITY DEFINER functions (members get no write access to the journal).
+GRANT SELECT ON ruvector_healing.repairs, ruvector_healing.repair_steps,
+                ruvector_healing.index_policies TO PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_repair_index(regclass, text, bool) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_repair(regclass, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_cancel_repair(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_rollback(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_recover_repairs() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector_dag_repair_index(regclass, text, bool) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_repair(regclass, bigint) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_cancel_repair(bigint) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_rollback(bigint) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_recover_repairs() TO ruvector_healer;

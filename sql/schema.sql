@@ -110,3 +110,143 @@ LANGUAGE sql STABLE AS $$
      WHERE idx IS NULL OR index_oid = idx::oid
      ORDER BY measured_at DESC, setting_id DESC
 $$;
+
+-- ---------------------------------------------------------------- repairs
+-- The repair journal: one row per repair with its current state, written
+-- before every step (planned -> building -> validating -> swapping ->
+-- swapped -> [retiring] -> done; or failed / rolled_back / cancelled /
+-- refused; dry_run rows only record a plan). Workers read only OIDs and
+-- numbers from it; names and definitions come from the catalog.
+CREATE TABLE ruvector_healing.repairs (
+    repair_id     bigserial PRIMARY KEY,
+    index_oid     oid NOT NULL,      -- the index as requested (after a rebuild: the backup)
+    index_name    text NOT NULL,     -- as regclass printed it at request time
+    schema_name   text NOT NULL,
+    relname       text NOT NULL,     -- the index's name, which the rebuilt index keeps
+    table_oid     oid NOT NULL,
+    table_name    text NOT NULL,
+    strategy      text NOT NULL CHECK (strategy IN ('rebuild', 'vacuum', 'tune_search')),
+    issue_id      bigint,
+    dry_run       bool NOT NULL DEFAULT false,
+    status        text NOT NULL CHECK (status IN ('planned', 'building', 'validating', 'swapping',
+                      'swapped', 'retiring', 'rolling_back', 'done', 'failed', 'rolled_back',
+                      'cancelled', 'refused', 'dry_run')),
+    requested_by  text NOT NULL,
+    requested_at  timestamptz NOT NULL DEFAULT now(),
+    requester_xid xid8,
+    started_at    timestamptz,
+    finished_at   timestamptz,
+    worker_pid    int,
+    plan          jsonb NOT NULL DEFAULT '{}',
+    before        jsonb,
+    after         jsonb,
+    backup        jsonb,
+    error         text
+);
+CREATE INDEX repairs_by_table ON ruvector_healing.repairs (table_oid, requested_at);
+CREATE INDEX repairs_active ON ruvector_healing.repairs (status)
+    WHERE status IN ('planned', 'building', 'validating', 'swapping', 'swapped', 'retiring', 'rolling_back');
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.repairs', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.repairs_repair_id_seq', '');
+
+-- One row per step, committed before the step runs.
+CREATE TABLE ruvector_healing.repair_steps (
+    step_id   bigserial PRIMARY KEY,
+    repair_id bigint NOT NULL REFERENCES ruvector_healing.repairs ON DELETE CASCADE,
+    step      text NOT NULL,
+    at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    detail    jsonb
+);
+CREATE INDEX repair_steps_by_repair ON ruvector_healing.repair_steps (repair_id, step_id);
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.repair_steps', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.repair_steps_step_id_seq', '');
+
+-- Per-index choices (by schema and name, which survive a rebuild).
+CREATE TABLE ruvector_healing.index_policies (
+    schema_name text NOT NULL,
+    index_name  text NOT NULL,
+    pin_lists   bool NOT NULL DEFAULT false, -- a rebuild keeps the IVFFlat lists as they are
+    PRIMARY KEY (schema_name, index_name)
+);
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.index_policies', '');
+
+-- One repair as history shows it.
+CREATE FUNCTION ruvector_healing.repair_row(r ruvector_healing.repairs)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'repair_id', r.repair_id, 'index', r.index_name, 'table', r.table_name,
+        'strategy', r.strategy, 'issue_id', r.issue_id, 'status', r.status,
+        'dry_run', r.dry_run, 'requested_by', r.requested_by, 'requested_at', r.requested_at,
+        'started_at', r.started_at, 'finished_at', r.finished_at,
+        'duration_ms', round((extract(epoch FROM r.finished_at - r.started_at) * 1000)::numeric, 1),
+        'plan', r.plan - 'settings', 'settings', r.plan->'settings',
+        'before', r.before, 'after', r.after, 'backup', r.backup, 'error', r.error)
+$$;
+
+-- Repairs of a table (every table when NULL) over the last `days` days,
+-- newest first.
+CREATE FUNCTION ruvector_dag_repair_history(tbl regclass, days int DEFAULT 7)
+RETURNS TABLE (repair_id bigint, index text, strategy text, issue_id bigint, status text,
+               started_at timestamptz, finished_at timestamptz, duration_ms float8,
+               before jsonb, after jsonb, backup jsonb, error text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF days IS NULL OR days < 1 THEN
+        RAISE EXCEPTION 'days must be at least 1, got %', coalesce(days::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'for example ruvector_dag_repair_history(''items'', 30)';
+    END IF;
+    RETURN QUERY
+    SELECT r.repair_id, r.index_name, r.strategy, r.issue_id, r.status, r.started_at,
+           r.finished_at, (extract(epoch FROM r.finished_at - r.started_at) * 1000)::float8,
+           r.before, r.after, r.backup, r.error
+      FROM ruvector_healing.repairs r
+     WHERE (tbl IS NULL OR r.table_oid = tbl::oid)
+       AND r.requested_at > now() - make_interval(days => days)
+     ORDER BY r.repair_id DESC;
+END
+$$;
+
+-- Waits for a repair to finish, committing between short polls: a
+-- concurrent index build waits for every transaction older than its own
+-- snapshot, so waiting inside one statement or transaction would block
+-- the very repair it waits for.
+CREATE PROCEDURE ruvector_dag_wait_repair(repair_id bigint, timeout_s int DEFAULT 3600,
+                                          INOUT result jsonb DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    id bigint := repair_id;
+    deadline timestamptz;
+    st text;
+BEGIN
+    IF id IS NULL THEN
+        RAISE EXCEPTION 'repair_id must not be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF timeout_s IS NULL OR timeout_s < 0 THEN
+        RAISE EXCEPTION 'timeout_s must be 0 or more seconds, got %', coalesce(timeout_s::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF @extschema@.ruvector_dag_in_transaction_block() THEN
+        RAISE EXCEPTION 'ruvector_dag_wait_repair cannot run inside a transaction block'
+            USING ERRCODE = 'active_sql_transaction',
+                  DETAIL = 'A repair builds its index with CREATE INDEX CONCURRENTLY, which waits for every transaction older than its own snapshot: waiting inside an open transaction would block the repair it waits for.',
+                  HINT = 'CALL it on its own, outside BEGIN ... COMMIT.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM ruvector_healing.repairs r WHERE r.repair_id = id) THEN
+        RAISE EXCEPTION 'repair % does not exist', id
+            USING ERRCODE = 'no_data_found', HINT = 'list repairs with ruvector_dag_repair_history(table)';
+    END IF;
+    deadline := clock_timestamp() + make_interval(secs => timeout_s);
+    LOOP
+        SELECT r.status INTO st FROM ruvector_healing.repairs r WHERE r.repair_id = id;
+        EXIT WHEN st IN ('done', 'failed', 'rolled_back', 'cancelled', 'refused', 'dry_run');
+        IF clock_timestamp() >= deadline THEN
+            RAISE WARNING 'repair % is still %, after % s', id, st, timeout_s;
+            EXIT;
+        END IF;
+        COMMIT;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+    SELECT ruvector_healing.repair_row(r) INTO result FROM ruvector_healing.repairs r WHERE r.repair_id = id;
+END
+$$;

@@ -18,6 +18,20 @@ pub static REPAIR_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static ROLLBACK_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static HISTORY_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static TARGET_RECALL: GucSetting<f64> = GucSetting::<f64>::new(0.95);
+pub static MIN_RECALL: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+pub static COOLDOWN_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
+pub static BACKUP_RETENTION_MIN: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static TUNING_SCOPE: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c"database"));
+
+/// `ruvector.dag_healing_tuning_scope` as text.
+pub fn tuning_scope() -> String {
+    TUNING_SCOPE
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
 
 /// Registers every setting (called from `_PG_init`) and reserves the
 /// `ruvector` prefix. Names, defaults and ranges are listed in the README.
@@ -108,6 +122,54 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_healing_min_recall",
+        c"A rebuilt index whose measured recall@10 is below this fails validation (0 = no floor).",
+        c"Validation also fails when the new index's recall is below the old index's by more than 0.02.",
+        &MIN_RECALL,
+        0.0,
+        1.0,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_healing_cooldown_s",
+        c"Minimum time between two successful repairs of the same index.",
+        c"",
+        &COOLDOWN_S,
+        0,
+        2_592_000,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_healing_max_attempts",
+        c"Repairs tried per issue, and consecutive failures that pause an index's repairs for a day.",
+        c"",
+        &MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_healing_backup_retention_min",
+        c"How long the index a rebuild replaced is kept (invalid, still maintained) for rollback.",
+        c"Only with ruvector.dag_healing_rollback_enabled; then dropped concurrently.",
+        &BACKUP_RETENTION_MIN,
+        1,
+        10_080,
+        GucContext::Suset,
+        GucFlags::UNIT_MIN,
+    );
+    GucRegistry::define_string_guc(
+        c"ruvector.dag_healing_tuning_scope",
+        c"Where the tune_search repair applies a tuned setting: off, database or role:<name>.",
+        c"database: ALTER DATABASE ... SET; role:<name>: ALTER ROLE <name> IN DATABASE ... SET.",
+        &TUNING_SCOPE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     // Typos such as `ruvector.dag_healing_enable` fail instead of creating
     // a placeholder that silently does nothing.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
@@ -125,6 +187,11 @@ pub struct HealingConfig {
     pub rollback_enabled: bool,
     pub history_retention_days: i32,
     pub target_recall: f64,
+    pub min_recall: f64,
+    pub cooldown_s: i32,
+    pub max_attempts: i32,
+    pub backup_retention_min: i32,
+    pub tuning_scope: String,
 }
 
 impl HealingConfig {
@@ -139,6 +206,11 @@ impl HealingConfig {
             rollback_enabled: ROLLBACK_ENABLED.get(),
             history_retention_days: HISTORY_RETENTION_DAYS.get(),
             target_recall: TARGET_RECALL.get(),
+            min_recall: MIN_RECALL.get(),
+            cooldown_s: COOLDOWN_S.get(),
+            max_attempts: MAX_ATTEMPTS.get(),
+            backup_retention_min: BACKUP_RETENTION_MIN.get(),
+            tuning_scope: tuning_scope(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod diagnose;
 pub mod inspect;
 pub mod recall;
+pub mod repair;
 
 ::pgrx::pg_module_magic!();
 
@@ -27,6 +28,10 @@ pub extern "C-unwind" fn _PG_init() {
     config::init();
     let preload = unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress };
     PRELOADED.store(preload, Ordering::Relaxed);
+    if preload {
+        use repair::counters::COUNTERS;
+        pgrx::pg_shmem_init!(COUNTERS);
+    }
 }
 
 pgrx::extension_sql_file!("../sql/grants.sql", name = "grants", finalize);

@@ -57,7 +57,12 @@ fn check_table(table: pg_sys::Oid) -> (String, char) {
 }
 
 /// Leaf issues of one index's health report (recursing into partitions).
-fn issues_of(health: &Value, am: Am, t: &Thresholds, out: &mut Vec<(String, IndexIssue)>) {
+pub(crate) fn issues_of(
+    health: &Value,
+    am: Am,
+    t: &Thresholds,
+    out: &mut Vec<(String, IndexIssue)>,
+) {
     if let Some(parts) = health.get("partitions").and_then(Value::as_array) {
         for p in parts {
             issues_of(p, am, t, out);

@@ -5,4 +5,5 @@ pub mod args;
 pub mod check;
 pub mod health;
 pub mod recall;
+pub mod repair;
 pub mod status;

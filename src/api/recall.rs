@@ -426,3 +426,67 @@ fn ruvector_dag_tune_search(
     report["setting_id"] = json!(id.ok().flatten());
     JsonB(report)
 }
+
+/// Recall@k of two indexes with the same key, measured on the same sampled
+/// queries and exact answers (a paired comparison), each under its own
+/// value of the search setting (`None`: the session's).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Paired {
+    pub old: f64,
+    pub new: f64,
+    pub queries: usize,
+    pub k: usize,
+    pub setting: &'static str,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+}
+
+pub fn paired_recall(
+    old: pg_sys::Oid,
+    new: pg_sys::Oid,
+    old_value: Option<String>,
+    new_value: Option<String>,
+    sample_size: i32,
+    k: i32,
+) -> Option<Paired> {
+    let Prepared {
+        t,
+        ty,
+        metric,
+        open,
+        g,
+        k,
+        ..
+    } = prepare(Some(Regclass(old)), sample_size, k, "the repair validation");
+    if g.sample.tids.is_empty() {
+        open.close();
+        return None;
+    }
+    let name = setting_name(t.am);
+    let measure = |open: &OpenIndex, value: &Option<String>| {
+        let local = LocalSettings::new();
+        if let Some(v) = value {
+            local.set(name, v);
+        }
+        let ann = scan::ann(open, &g.sample.raw, k);
+        let mut fetch = RowFetcher::new(open, ty);
+        let r = mean(&score(&g, &mut fetch, metric, k, &ann));
+        drop(fetch);
+        drop(local);
+        r6(r)
+    };
+    let old_recall = measure(&open, &old_value);
+    let new_open = OpenIndex::open(&resolve(Some(new)));
+    let new_recall = measure(&new_open, &new_value);
+    new_open.close();
+    open.close();
+    Some(Paired {
+        old: old_recall,
+        new: new_recall,
+        queries: g.sample.tids.len(),
+        k,
+        setting: name,
+        old_value: old_value.or_else(|| scan::setting(name)),
+        new_value: new_value.or_else(|| scan::setting(name)),
+    })
+}

@@ -1,0 +1,559 @@
+//! The pure part of a repair: strategies, the journal's states and what a
+//! restart does at each, names of the indexes a rebuild creates, the
+//! rebuilt definition, IVFFlat's `lists`, and the validation verdict.
+//! Everything here is plain Rust, unit-tested without a server.
+
+use serde::Serialize;
+
+use crate::diagnose::IssueKind;
+use crate::inspect::relation::Am;
+
+/// The specification's `RepairStrategy`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Shadow build with `CREATE INDEX CONCURRENTLY`, validate, swap names,
+    /// keep or retire the old index.
+    Rebuild,
+    /// `VACUUM` the table: pgvector repairs the graph around deleted
+    /// elements and frees their space.
+    Vacuum,
+    /// Apply a tuned `hnsw.ef_search` / `ivfflat.probes` with
+    /// `ALTER DATABASE|ROLE ... SET`.
+    TuneSearch,
+}
+
+pub const STRATEGY_NAMES: [&str; 4] = ["auto", "rebuild", "vacuum", "tune_search"];
+
+impl Strategy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Rebuild => "rebuild",
+            Strategy::Vacuum => "vacuum",
+            Strategy::TuneSearch => "tune_search",
+        }
+    }
+
+    /// `None` for "auto" (chosen from the index's issues); `Err` for names
+    /// that do not exist.
+    pub fn parse(s: &str) -> Result<Option<Strategy>, String> {
+        match s {
+            "auto" => Ok(None),
+            "rebuild" => Ok(Some(Strategy::Rebuild)),
+            "vacuum" => Ok(Some(Strategy::Vacuum)),
+            "tune_search" => Ok(Some(Strategy::TuneSearch)),
+            other => Err(format!(
+                "unknown repair strategy \"{other}\"; strategies are {}",
+                STRATEGY_NAMES.join(", ")
+            )),
+        }
+    }
+
+    /// Whether the strategy can repair an index of this access method.
+    pub fn can_repair(&self, am: Am) -> Result<(), String> {
+        match (self, am) {
+            (Strategy::Vacuum, Am::IvfFlat) => {
+                Err("vacuum repairs HNSW graphs; an IVFFlat index is rebuilt or retuned".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a rollback can undo the strategy.
+    pub fn reversible(&self) -> bool {
+        !matches!(self, Strategy::Vacuum)
+    }
+}
+
+/// Facts the automatic choice looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts {
+    /// Dead heap tuples not yet vacuumed (`pg_stat_all_tables.n_dead_tup`).
+    pub dead_tuples: i64,
+    /// Live rows of the table.
+    pub live_rows: i64,
+}
+
+/// Share of dead rows above which vacuuming an HNSW index costs more than a
+/// rebuild: vacuum repairs the neighbour lists of every element that points
+/// at a deleted one, which is most of the graph once a large share is dead
+/// (pgvector's README: "speed it up by reindexing first").
+pub const VACUUM_MAX_DEAD_SHARE: f64 = 0.2;
+
+/// Strategy for an issue (`auto`). Graph damage and stale training are
+/// rebuilt; deleted-but-not-vacuumed HNSW elements are vacuumed while
+/// vacuum stays cheaper than a rebuild.
+pub fn choose(kind: IssueKind, am: Am, f: Facts) -> Strategy {
+    match kind {
+        IssueKind::Fragmentation if am == Am::Hnsw && f.dead_tuples > 0 => {
+            let share = f.dead_tuples as f64 / (f.dead_tuples + f.live_rows).max(1) as f64;
+            if share <= VACUUM_MAX_DEAD_SHARE {
+                Strategy::Vacuum
+            } else {
+                Strategy::Rebuild
+            }
+        }
+        _ => Strategy::Rebuild,
+    }
+}
+
+/// The issue kinds an index has, most urgent first: `auto` repairs the
+/// first one.
+pub fn first_issue(kinds: &[(IssueKind, u32)]) -> Option<IssueKind> {
+    kinds.iter().max_by_key(|(_, p)| *p).map(|(k, _)| *k)
+}
+
+/// pgvector's guidance for `lists`: rows / 1000 up to 1M rows, sqrt(rows)
+/// above; at least 1, at most pgvector's maximum of 32768.
+pub fn ivfflat_lists(rows: i64) -> i32 {
+    let rows = rows.max(0) as f64;
+    let lists = if rows <= 1_000_000.0 {
+        (rows / 1000.0).round()
+    } else {
+        rows.sqrt().round()
+    };
+    (lists as i64).clamp(1, 32_768) as i32
+}
+
+/// Probes that scan the same share of lists after `lists` changed, so a
+/// recall comparison is made at equal effort.
+pub fn equivalent_probes(probes: i32, old_lists: i32, new_lists: i32) -> i32 {
+    if old_lists <= 0 || new_lists <= 0 {
+        return probes.max(1);
+    }
+    let p = (probes as f64 * new_lists as f64 / old_lists as f64).ceil() as i32;
+    p.clamp(1, new_lists)
+}
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1).
+pub const MAX_NAME: usize = 63;
+
+/// `base` + `suffix`, cutting `base` on a character boundary so the whole
+/// stays within 63 bytes (as PostgreSQL's own `ChooseRelationName` does).
+pub fn derived_name(base: &str, suffix: &str) -> String {
+    let room = MAX_NAME.saturating_sub(suffix.len());
+    let mut cut = base.len().min(room);
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}", &base[..cut], suffix)
+}
+
+pub fn shadow_name(index: &str, repair_id: i64) -> String {
+    derived_name(index, &format!("_rvnew{repair_id}"))
+}
+
+pub fn backup_name(index: &str, repair_id: i64) -> String {
+    derived_name(index, &format!("_rvold{repair_id}"))
+}
+
+/// An index definition in catalog pieces, each already quoted by the
+/// server (`quote_ident`, `pg_get_indexdef(oid, col, false)`,
+/// `pg_get_expr`), so nothing from a user reaches the statement unquoted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Definition {
+    /// Quoted `schema.table`.
+    pub table: String,
+    /// Quoted access method.
+    pub am: String,
+    /// Each key column with its operator class, as `pg_get_indexdef`
+    /// prints it.
+    pub columns: Vec<String>,
+    /// `(name, value)` storage options, unquoted.
+    pub options: Vec<(String, String)>,
+    /// Quoted tablespace, when not the database's default.
+    pub tablespace: Option<String>,
+    /// Partial-index predicate.
+    pub predicate: Option<String>,
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Whether a storage option name is a plain lower-case identifier (the
+/// only kind pgvector and PostgreSQL define).
+fn plain_option(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl Definition {
+    /// Replaces (or adds) one storage option.
+    pub fn set_option(&mut self, name: &str, value: &str) {
+        match self.options.iter_mut().find(|(n, _)| n == name) {
+            Some(o) => o.1 = value.to_string(),
+            None => self.options.push((name.to_string(), value.to_string())),
+        }
+    }
+
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `CREATE INDEX CONCURRENTLY <name> ON ...`.
+    pub fn create_concurrently(&self, name: &str) -> Result<String, String> {
+        if self.columns.is_empty() {
+            return Err("the index has no key column".into());
+        }
+        if let Some((bad, _)) = self.options.iter().find(|(n, _)| !plain_option(n)) {
+            return Err(format!("unexpected storage option name {bad:?}"));
+        }
+        let mut sql = format!(
+            "CREATE INDEX CONCURRENTLY {} ON {} USING {} ({})",
+            quote_ident(name),
+            self.table,
+            self.am,
+            self.columns.join(", ")
+        );
+        if !self.options.is_empty() {
+            let opts: Vec<String> = self
+                .options
+                .iter()
+                .map(|(n, v)| format!("{n} = {}", quote_literal(v)))
+                .collect();
+            sql.push_str(&format!(" WITH ({})", opts.join(", ")));
+        }
+        if let Some(ts) = &self.tablespace {
+            sql.push_str(&format!(" TABLESPACE {ts}"));
+        }
+        if let Some(p) = &self.predicate {
+            sql.push_str(&format!(" WHERE {p}"));
+        }
+        Ok(sql)
+    }
+}
+
+/// States of a repair, in the journal (`ruvector_healing.repairs.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Planned,
+    Building,
+    Validating,
+    Swapping,
+    Swapped,
+    Retiring,
+    RollingBack,
+    Done,
+    Failed,
+    RolledBack,
+    Cancelled,
+    Refused,
+    DryRun,
+}
+
+pub const ACTIVE: [Status; 7] = [
+    Status::Planned,
+    Status::Building,
+    Status::Validating,
+    Status::Swapping,
+    Status::Swapped,
+    Status::Retiring,
+    Status::RollingBack,
+];
+
+impl Status {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Planned => "planned",
+            Status::Building => "building",
+            Status::Validating => "validating",
+            Status::Swapping => "swapping",
+            Status::Swapped => "swapped",
+            Status::Retiring => "retiring",
+            Status::RollingBack => "rolling_back",
+            Status::Done => "done",
+            Status::Failed => "failed",
+            Status::RolledBack => "rolled_back",
+            Status::Cancelled => "cancelled",
+            Status::Refused => "refused",
+            Status::DryRun => "dry_run",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        ACTIVE
+            .iter()
+            .chain(FINAL.iter())
+            .copied()
+            .find(|x| x.name() == s)
+    }
+
+    pub fn is_final(&self) -> bool {
+        FINAL.contains(self)
+    }
+
+    /// Whether the new index has replaced the old one under its name.
+    pub fn past_swap(&self) -> bool {
+        matches!(self, Status::Swapped | Status::Retiring | Status::Done)
+    }
+}
+
+pub const FINAL: [Status; 6] = [
+    Status::Done,
+    Status::Failed,
+    Status::RolledBack,
+    Status::Cancelled,
+    Status::Refused,
+    Status::DryRun,
+];
+
+/// What the next run does with a repair whose worker is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Nothing was built yet: record the failure.
+    NothingToUndo,
+    /// Before the swap: drop the shadow (if it exists), keep the original.
+    DropShadow,
+    /// After the swap: finish (keep or retire the old index).
+    Finish,
+    /// A rollback was interrupted before its own swap: the repair stays
+    /// done.
+    RollbackNotApplied,
+}
+
+pub fn recovery(status: Status) -> Option<Recovery> {
+    match status {
+        Status::Planned => Some(Recovery::NothingToUndo),
+        Status::Building | Status::Validating | Status::Swapping => Some(Recovery::DropShadow),
+        Status::Swapped | Status::Retiring => Some(Recovery::Finish),
+        Status::RollingBack => Some(Recovery::RollbackNotApplied),
+        _ => None,
+    }
+}
+
+/// Recall below the old index's by more than this fails validation: with
+/// the same 100 sampled queries for both indexes the comparison is paired,
+/// and two fresh builds of the same data differ by about this much.
+pub const RECALL_TOLERANCE: f64 = 0.02;
+
+/// The validation verdict of a shadow index.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub passed: bool,
+    pub reasons: Vec<String>,
+}
+
+/// `old_issues`/`new_issues`: issue kinds found by the detection rules.
+/// Recall figures are measured on the same sampled queries at equal
+/// search effort; `min_recall` is the requester's floor (0 = none).
+pub fn validate(
+    new_valid: bool,
+    old_issues: &[String],
+    new_issues: &[String],
+    old_recall: Option<f64>,
+    new_recall: Option<f64>,
+    min_recall: f64,
+) -> Verdict {
+    let mut reasons = Vec::new();
+    if !new_valid {
+        reasons.push("the new index is not valid".to_string());
+    }
+    for k in new_issues {
+        if !old_issues.contains(k) {
+            reasons.push(format!(
+                "the new index has an issue the old one did not: {k}"
+            ));
+        }
+    }
+    match (old_recall, new_recall) {
+        (Some(old), Some(new)) if new < old - RECALL_TOLERANCE => reasons.push(format!(
+            "recall of the new index {new:.4} is below the old index's {old:.4} by more than {RECALL_TOLERANCE}"
+        )),
+        _ => {}
+    }
+    if let Some(new) = new_recall {
+        if new < min_recall {
+            reasons.push(format!(
+                "recall of the new index {new:.4} is below ruvector.dag_healing_min_recall = {min_recall}"
+            ));
+        }
+    }
+    Verdict {
+        passed: reasons.is_empty(),
+        reasons,
+    }
+}
+
+/// Free bytes a rebuild needs on the index's tablespace: the new index
+/// beside the old one, twice its size as margin (Qdrant's rule).
+pub fn disk_needed(index_bytes: u64) -> u64 {
+    index_bytes.saturating_mul(2)
+}
+
+/// Whether an index's repairs are paused: `max_failures` consecutive
+/// failed attempts (newest first in `recent`), the newest within
+/// `window_s` seconds.
+pub fn breaker_open(recent: &[(Status, f64)], max_failures: usize, window_s: f64) -> bool {
+    let failed = recent
+        .iter()
+        .take_while(|(s, _)| matches!(s, Status::Failed | Status::RolledBack))
+        .count();
+    failed >= max_failures && recent.first().is_some_and(|(_, age)| *age < window_s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_follow_pgvector_guidance() {
+        assert_eq!(ivfflat_lists(0), 1);
+        assert_eq!(ivfflat_lists(400), 1);
+        assert_eq!(ivfflat_lists(50_000), 50);
+        assert_eq!(ivfflat_lists(1_000_000), 1000);
+        assert_eq!(ivfflat_lists(4_000_000), 2000);
+        assert_eq!(ivfflat_lists(i64::MAX), 32_768);
+    }
+
+    #[test]
+    fn probes_keep_the_scanned_share() {
+        assert_eq!(equivalent_probes(1, 10, 100), 10);
+        assert_eq!(equivalent_probes(3, 100, 50), 2);
+        assert_eq!(equivalent_probes(10, 10, 5), 5);
+        assert_eq!(equivalent_probes(1, 0, 5), 1);
+    }
+
+    #[test]
+    fn names_stay_within_63_bytes() {
+        assert_eq!(shadow_name("items_idx", 7), "items_idx_rvnew7");
+        let long = "é".repeat(40); // 80 bytes
+        let n = backup_name(&long, 123);
+        assert!(n.len() <= MAX_NAME, "{}", n.len());
+        assert!(n.ends_with("_rvold123"));
+        assert!(n.starts_with("éé"));
+    }
+
+    #[test]
+    fn strategy_names_parse() {
+        assert_eq!(Strategy::parse("auto"), Ok(None));
+        assert_eq!(Strategy::parse("rebuild"), Ok(Some(Strategy::Rebuild)));
+        let e = Strategy::parse("reindex").unwrap_err();
+        assert!(e.contains("auto, rebuild, vacuum, tune_search"), "{e}");
+        assert!(Strategy::Vacuum.can_repair(Am::IvfFlat).is_err());
+        assert!(Strategy::Vacuum.can_repair(Am::Hnsw).is_ok());
+    }
+
+    #[test]
+    fn auto_vacuums_only_while_cheaper() {
+        let few = Facts {
+            dead_tuples: 100,
+            live_rows: 10_000,
+        };
+        let many = Facts {
+            dead_tuples: 5_000,
+            live_rows: 5_000,
+        };
+        let none = Facts {
+            dead_tuples: 0,
+            live_rows: 5_000,
+        };
+        assert_eq!(
+            choose(IssueKind::Fragmentation, Am::Hnsw, few),
+            Strategy::Vacuum
+        );
+        assert_eq!(
+            choose(IssueKind::Fragmentation, Am::Hnsw, many),
+            Strategy::Rebuild
+        );
+        assert_eq!(
+            choose(IssueKind::Fragmentation, Am::Hnsw, none),
+            Strategy::Rebuild
+        );
+        assert_eq!(
+            choose(IssueKind::StaleTraining, Am::IvfFlat, few),
+            Strategy::Rebuild
+        );
+        assert_eq!(
+            choose(IssueKind::UnreachableElements, Am::Hnsw, few),
+            Strategy::Rebuild
+        );
+        assert_eq!(
+            first_issue(&[
+                (IssueKind::Fragmentation, 30),
+                (IssueKind::UnreachableElements, 80)
+            ]),
+            Some(IssueKind::UnreachableElements)
+        );
+        assert_eq!(first_issue(&[]), None);
+    }
+
+    fn def() -> Definition {
+        Definition {
+            table: "public.items".into(),
+            am: "hnsw".into(),
+            columns: vec!["embedding vector_l2_ops".into()],
+            options: vec![("m".into(), "8".into())],
+            tablespace: None,
+            predicate: None,
+        }
+    }
+
+    #[test]
+    fn definition_quotes_names_and_values() {
+        let mut d = def();
+        d.set_option("ef_construction", "it's");
+        d.tablespace = Some("fast".into());
+        d.predicate = Some("(id > 3)".into());
+        assert_eq!(
+            d.create_concurrently("we\"ird").unwrap(),
+            "CREATE INDEX CONCURRENTLY \"we\"\"ird\" ON public.items USING hnsw (embedding vector_l2_ops) \
+             WITH (m = '8', ef_construction = 'it''s') TABLESPACE fast WHERE (id > 3)"
+        );
+        d.set_option("m", "16");
+        assert_eq!(d.option("m"), Some("16"));
+        d.options.push(("x); DROP".into(), "1".into()));
+        assert!(d.create_concurrently("n").is_err());
+        d.columns.clear();
+        assert!(d.create_concurrently("n").is_err());
+    }
+
+    #[test]
+    fn states_and_recovery() {
+        for s in ACTIVE.iter().chain(FINAL.iter()) {
+            assert_eq!(Status::parse(s.name()), Some(*s));
+            assert_eq!(s.is_final(), recovery(*s).is_none(), "{s:?}");
+        }
+        assert_eq!(recovery(Status::Validating), Some(Recovery::DropShadow));
+        assert_eq!(recovery(Status::Swapped), Some(Recovery::Finish));
+        assert!(Status::Retiring.past_swap() && !Status::Swapping.past_swap());
+    }
+
+    #[test]
+    fn validation_verdicts() {
+        let none: Vec<String> = vec![];
+        let frag = vec!["fragmentation".to_string()];
+        assert!(validate(true, &frag, &none, Some(0.9), Some(0.89), 0.0).passed);
+        let v = validate(true, &none, &frag, Some(0.9), Some(0.95), 0.0);
+        assert!(!v.passed && v.reasons[0].contains("fragmentation"));
+        assert!(!validate(true, &none, &none, Some(0.9), Some(0.85), 0.0).passed);
+        assert!(!validate(true, &none, &none, Some(0.9), Some(0.95), 0.99).passed);
+        assert!(!validate(false, &none, &none, None, None, 0.0).passed);
+        assert!(validate(true, &none, &none, None, Some(0.5), 0.0).passed);
+    }
+
+    #[test]
+    fn breaker_opens_after_consecutive_failures() {
+        let f = (Status::Failed, 10.0);
+        let ok = (Status::Done, 5.0);
+        assert!(breaker_open(&[f, f, f], 3, 86_400.0));
+        assert!(!breaker_open(&[f, f], 3, 86_400.0));
+        assert!(!breaker_open(&[ok, f, f, f], 3, 86_400.0));
+        assert!(!breaker_open(
+            &[(Status::Failed, 90_000.0), f, f],
+            3,
+            86_400.0
+        ));
+        assert_eq!(disk_needed(10), 20);
+    }
+}

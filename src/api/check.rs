@@ -41,6 +41,19 @@ fn vector_indexes(table: pg_sys::Oid) -> Vec<(pg_sys::Oid, bool, String)> {
     })
 }
 
+/// Whether an index is the backup a repair keeps for rollback.
+fn kept_backup(index: pg_sys::Oid) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM ruvector_healing.repairs
+                         WHERE status = 'done' AND (backup->>'kept')::bool
+                           AND (backup->>'oid')::int8 = $1::int8)",
+        &[(index.to_u32() as i64).into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
 fn check_table(table: pg_sys::Oid) -> (String, char) {
     let row = Spi::get_two_with_args::<String, String>(
         "SELECT c.oid::regclass::text, c.relkind::text FROM pg_class c WHERE c.oid = $1",
@@ -126,6 +139,12 @@ fn ruvector_dag_health_check(tbl: Option<Regclass>) -> JsonB {
     let mut reports = Vec::new();
     let mut found: Vec<(String, IndexIssue)> = Vec::new();
     for (oid, valid, name) in vector_indexes(table) {
+        if !valid && kept_backup(oid) {
+            // The index a rebuild replaced, kept (invalid, still maintained)
+            // for rollback: not a failed build.
+            reports.push(json!({"index": name, "valid": false, "kept_for_rollback": true}));
+            continue;
+        }
         if !valid {
             // A failed CREATE INDEX CONCURRENTLY leaves an index that every
             // write still maintains but no query uses.

@@ -53,6 +53,40 @@ fn version_of(ext: &str) -> Option<String> {
     .flatten()
 }
 
+/// Repair counters from shared memory (since the server started).
+fn repair_counters() -> Value {
+    match crate::repair::counters::snapshot() {
+        Some(c) => {
+            let mut v = crate::repair::counters::to_json(&c);
+            v["since"] = json!("server start (the history tables keep the long-term record)");
+            v
+        }
+        None => json!({"available": false,
+                       "reason": "ruvector_healing is not in shared_preload_libraries"}),
+    }
+}
+
+/// Repairs of this database that are not finished, with their worker.
+fn active_repairs() -> Value {
+    Spi::get_one_with_args::<JsonB>(
+        "SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'repair_id', r.repair_id, 'index', r.index_name, 'strategy', r.strategy,
+                    'status', r.status, 'requested_at', r.requested_at, 'started_at', r.started_at,
+                    'worker_pid', l.pid, 'worker_alive', l.pid IS NOT NULL)
+                  ORDER BY r.repair_id), '[]')
+           FROM ruvector_healing.repairs r
+           LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND l.classid = $1::int4::oid AND l.objid = r.repair_id::oid
+          WHERE r.status IN ('planned','building','validating','swapping','swapped','retiring','rolling_back')",
+        &[crate::repair::journal::REPAIR_KEY.into()],
+    )
+    .ok()
+    .flatten()
+    .map(|j| j.0)
+    .unwrap_or(json!([]))
+}
+
 #[pg_extern(volatile, parallel_safe)]
 fn ruvector_dag_healing_status() -> JsonB {
     let indexes = visible_indexes();
@@ -75,5 +109,7 @@ fn ruvector_dag_healing_status() -> JsonB {
         "index_count": indexes.len(),
         "indexes": indexes,
         "open_issues_by_severity": open_issues,
+        "repairs": repair_counters(),
+        "active_repairs": active_repairs(),
     }))
 }

@@ -22,6 +22,8 @@ pub static MIN_RECALL: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 pub static COOLDOWN_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static BACKUP_RETENTION_MIN: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static TEST_PAUSE_AT: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(None);
 pub static TUNING_SCOPE: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"database"));
 
@@ -169,6 +171,14 @@ pub fn init() {
         &TUNING_SCOPE,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"ruvector.dag_healing_test_pause_at",
+        c"For crash tests only: a repair requested with this set pauses at the named step.",
+        c"Steps: before_build, after_build, during_validation, after_swap. Leave empty.",
+        &TEST_PAUSE_AT,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL,
     );
     // Typos such as `ruvector.dag_healing_enable` fail instead of creating
     // a placeholder that silently does nothing.

@@ -239,3 +239,77 @@ fn walks_read_temporary_indexes() {
     assert_eq!(i.tuples(), 700);
     assert_eq!(i.lists.iter().map(|l| l.decoded).sum::<u64>(), 700);
 }
+
+/// The statement a rebuild runs reproduces the original's definition from
+/// the catalog: expression key, operator class, storage options, predicate.
+#[pg_test]
+fn rebuild_statement_reproduces_the_definition() {
+    Spi::run(
+        "CREATE SCHEMA \"We ird\";
+         CREATE TABLE \"We ird\".\"T\" (id int PRIMARY KEY, v vector(3));
+         CREATE INDEX \"odd name\" ON \"We ird\".\"T\" USING hnsw ((v::halfvec(3)) halfvec_cosine_ops)
+           WITH (m = 6, ef_construction = 20) WHERE id > 10;
+         COMMENT ON INDEX \"We ird\".\"odd name\" IS 'it''s mine';",
+    )
+    .unwrap();
+    let oid = oid_of("\"We ird\".\"odd name\"");
+    let f = crate::repair::catalog::facts(oid).expect("facts");
+    assert_eq!(f.relname, "odd name");
+    assert_eq!(f.schema, "We ird");
+    assert_eq!(f.comment.as_deref(), Some("it's mine"));
+    assert!(f.unsafe_to_rebuild().is_none());
+    let sql = f.definition.create_concurrently("twin").unwrap();
+    assert!(sql.starts_with("CREATE INDEX CONCURRENTLY \"twin\" ON \"We ird\".\"T\" USING hnsw"), "{sql}");
+    // Inside a test transaction the same statement runs without CONCURRENTLY.
+    Spi::run(&sql.replacen("CREATE INDEX CONCURRENTLY", "CREATE INDEX", 1)).unwrap();
+    let defs: Vec<String> = ["\"We ird\".\"odd name\"", "\"We ird\".twin"]
+        .iter()
+        .map(|n| {
+            Spi::get_one::<String>(&format!("SELECT pg_get_indexdef('{n}'::regclass)"))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        defs[0].replacen("\"odd name\"", "twin", 1),
+        defs[1],
+        "the rebuilt definition differs"
+    );
+}
+
+/// Indexes a shadow build cannot replace are refused with the reason.
+#[pg_test]
+fn unsafe_indexes_are_refused() {
+    Spi::run(
+        "CREATE TABLE parted (id int, v vector(3)) PARTITION BY RANGE (id);
+         CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
+         CREATE INDEX parted_idx ON parted USING hnsw (v vector_l2_ops);",
+    )
+    .unwrap();
+    let parent = crate::repair::catalog::facts(oid_of("parted_idx")).unwrap();
+    assert!(parent.unsafe_to_rebuild().unwrap().contains("partitioned index"));
+    let leaf_oid = Spi::get_one::<pg_sys::Oid>(
+        "SELECT indexrelid FROM pg_index WHERE indrelid = 'parted_1'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    let leaf = crate::repair::catalog::facts(leaf_oid).unwrap();
+    assert!(leaf.unsafe_to_rebuild().unwrap().contains("REINDEX INDEX CONCURRENTLY"));
+    assert!(crate::repair::catalog::facts(pg_sys::Oid::from(1)).is_none());
+}
+
+/// The shared-memory counters exist when preloaded and add up.
+#[pg_test]
+fn repair_counters_live_in_shared_memory() {
+    use crate::repair::counters;
+    let before = counters::snapshot().expect("preloaded");
+    counters::record(counters::Outcome::Succeeded { ms: 40 });
+    counters::record(counters::Outcome::Failed);
+    let after = counters::snapshot().unwrap();
+    assert_eq!(after.successful, before.successful + 1);
+    assert_eq!(after.failed, before.failed + 1);
+    assert_eq!(after.total_ms, before.total_ms + 40);
+    assert!(counters::try_acquire(1));
+    assert!(!counters::try_acquire(1), "the cap of 1 is taken");
+    counters::release();
+}

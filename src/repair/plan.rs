@@ -115,13 +115,20 @@ pub fn ivfflat_lists(rows: i64) -> i32 {
     (lists as i64).clamp(1, 32_768) as i32
 }
 
-/// Probes that scan the same share of lists after `lists` changed, so a
-/// recall comparison is made at equal effort.
-pub fn equivalent_probes(probes: i32, old_lists: i32, new_lists: i32) -> i32 {
+/// IVFFlat probes for the new index that scan as many entries per query as
+/// `probes` did on the old one, so a recall comparison is made at equal
+/// effort. An IVFFlat query scans `probes` lists; the expected size of the
+/// list a query lands in is `rows / lists × scan_cost_factor` (the
+/// size-weighted mean list size: a query falls into a big list more
+/// often). A drifted index answers from a few huge lists, so the same
+/// `probes` on a rebuilt, balanced index scans far fewer entries.
+pub fn equivalent_probes(probes: i32, old: (i32, f64), new: (i32, f64)) -> i32 {
+    let ((old_lists, old_cost), (new_lists, new_cost)) = (old, new);
     if old_lists <= 0 || new_lists <= 0 {
         return probes.max(1);
     }
-    let p = (probes as f64 * new_lists as f64 / old_lists as f64).ceil() as i32;
+    let (oc, nc) = (old_cost.max(1.0), new_cost.max(1.0));
+    let p = (probes as f64 * new_lists as f64 / old_lists as f64 * oc / nc - 1e-9).ceil() as i32;
     p.clamp(1, new_lists)
 }
 
@@ -417,11 +424,14 @@ mod tests {
     }
 
     #[test]
-    fn probes_keep_the_scanned_share() {
-        assert_eq!(equivalent_probes(1, 10, 100), 10);
-        assert_eq!(equivalent_probes(3, 100, 50), 2);
-        assert_eq!(equivalent_probes(10, 10, 5), 5);
-        assert_eq!(equivalent_probes(1, 0, 5), 1);
+    fn probes_keep_the_scanned_entries() {
+        // Balanced before and after: the same share of lists.
+        assert_eq!(equivalent_probes(1, (10, 1.0), (100, 1.0)), 10);
+        assert_eq!(equivalent_probes(3, (100, 1.0), (50, 1.0)), 2);
+        assert_eq!(equivalent_probes(10, (10, 1.0), (5, 1.0)), 5);
+        assert_eq!(equivalent_probes(1, (0, 1.0), (5, 1.0)), 1);
+        // A drifted index whose queries scan 4.9x the mean list.
+        assert_eq!(equivalent_probes(1, (10, 4.9), (63, 1.01)), 31);
     }
 
     #[test]

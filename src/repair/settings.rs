@@ -29,6 +29,9 @@ pub struct RepairSettings {
     /// rebuild more memory or parallel workers as for their own builds.
     pub maintenance_work_mem: Option<String>,
     pub max_parallel_maintenance_workers: Option<String>,
+    /// Crash tests: the step to pause at (`ruvector.dag_healing_test_pause_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_at: Option<String>,
 }
 
 impl RepairSettings {
@@ -49,6 +52,10 @@ impl RepairSettings {
             probes: int("ivfflat.probes"),
             maintenance_work_mem: setting("maintenance_work_mem"),
             max_parallel_maintenance_workers: setting("max_parallel_maintenance_workers"),
+            pause_at: config::TEST_PAUSE_AT
+                .get()
+                .map(|c| c.to_string_lossy().into_owned())
+                .filter(|s| !s.is_empty()),
         }
     }
 }

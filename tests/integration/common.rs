@@ -160,6 +160,12 @@ impl TestDb {
         connect(&self.name)
     }
 
+    /// The test crashed the server on purpose: crashes logged so far are
+    /// not failures.
+    pub fn crashes_expected(&mut self) {
+        self.log_start = log_len();
+    }
+
     /// Creates a login role (dropped with the database) and returns its name.
     pub fn create_role(&mut self, tag: &str) -> String {
         let role = format!("{}_{tag}", self.name);

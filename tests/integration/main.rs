@@ -17,4 +17,5 @@ mod hnsw;
 mod ivfflat;
 mod partitioned;
 mod recall;
+mod repair;
 mod types;

@@ -1,0 +1,142 @@
+//! Guards checked by a repair worker before it starts: each one that
+//! stops a repair leaves a `refused` row with the reason.
+
+use pgrx::pg_sys;
+use pgrx::spi::Spi;
+
+use super::catalog::{self, IndexFacts};
+use super::counters::{self};
+use super::journal::{RepairRow, TABLE_KEY};
+use super::plan::{self, Status, Strategy};
+use super::settings::RepairSettings;
+use super::worker::*;
+
+// ------------------------------------------------------------------ guards
+
+/// Checks the guards that depend on the moment the repair starts. `Err`
+/// is the refusal reason. On success the repair holds its table's lock and
+/// a concurrency slot.
+pub(crate) fn guards(
+    row: &RepairRow,
+    s: &RepairSettings,
+    facts: &IndexFacts,
+) -> Result<(), String> {
+    if !s.enabled || !crate::config::ENABLED.get() {
+        return Err("ruvector.dag_healing_enabled is off".into());
+    }
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return Err("the server is a standby (in recovery): repairs run on the primary".into());
+    }
+    let locked = tx(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT pg_try_advisory_lock($1, $2::int4)",
+            &[TABLE_KEY.into(), (row.table_oid.to_u32() as i32).into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    })
+    .unwrap_or(false);
+    if !locked {
+        return Err(format!(
+            "another repair of table {} is running",
+            facts.table
+        ));
+    }
+    let history = tx(|| recent(row)).map_err(|e| e.message)?;
+    if let Some(age) = history.last_success_age_s {
+        if age < s.cooldown_s as f64 {
+            return Err(format!(
+                "cooldown: index {} was repaired {:.0} s ago (ruvector.dag_healing_cooldown_s = {})",
+                facts.qualified, age, s.cooldown_s
+            ));
+        }
+    }
+    if plan::breaker_open(&history.outcomes, s.max_attempts as usize, 86_400.0) {
+        return Err(format!(
+            "circuit breaker: the last {} repairs of {} failed; repairs of this index pause for a day after the last failure",
+            s.max_attempts, facts.qualified
+        ));
+    }
+    if history.issue_attempts >= s.max_attempts as i64 {
+        return Err(format!(
+            "issue {} already had {} repair attempts (ruvector.dag_healing_max_attempts)",
+            row.issue_id.unwrap_or(0),
+            history.issue_attempts
+        ));
+    }
+    if row.strategy == Strategy::Rebuild {
+        let needed = plan::disk_needed(facts.bytes.max(0) as u64);
+        match catalog::free_bytes(facts.tablespace_oid) {
+            Some(free) if free < needed => {
+                return Err(format!(
+                    "not enough free disk on the index's tablespace: {free} bytes free, {needed} needed (twice the index)"
+                ))
+            }
+            None => return Err("cannot read the free space of the index's tablespace".into()),
+            _ => {}
+        }
+    }
+    if !counters::try_acquire(crate::config::MAX_CONCURRENT_REPAIRS.get()) {
+        return Err(format!(
+            "{} repairs are running (ruvector.dag_healing_max_concurrent_repairs)",
+            crate::config::MAX_CONCURRENT_REPAIRS.get()
+        ));
+    }
+    unsafe { pg_sys::before_shmem_exit(Some(release_slot), pg_sys::Datum::from(0)) };
+    Ok(())
+}
+
+pub(crate) struct Recent {
+    last_success_age_s: Option<f64>,
+    /// Finished repairs of the index, newest first, with their age.
+    outcomes: Vec<(Status, f64)>,
+    issue_attempts: i64,
+}
+
+pub(crate) fn recent(row: &RepairRow) -> Recent {
+    let outcomes: Vec<(Status, f64)> = Spi::connect(|c| {
+        c.select(
+            "SELECT status, extract(epoch FROM now() - finished_at)::float8
+               FROM ruvector_healing.repairs
+              WHERE table_oid = $1 AND relname = $2 AND repair_id <> $3
+                AND status IN ('done', 'failed', 'rolled_back') AND NOT dry_run
+              ORDER BY finished_at DESC LIMIT 20",
+            None,
+            &[
+                row.table_oid.into(),
+                row.relname.clone().into(),
+                row.id.into(),
+            ],
+        )
+        .map(|rows| {
+            rows.filter_map(|r| {
+                Some((
+                    Status::parse(&r.get::<String>(1).ok()??)?,
+                    r.get::<f64>(2).ok()??,
+                ))
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+    });
+    let issue_attempts = match row.issue_id {
+        Some(issue) => Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FROM ruvector_healing.repairs
+              WHERE issue_id = $1 AND repair_id <> $2 AND status IN ('done','failed','rolled_back')",
+            &[issue.into(), row.id.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(0),
+        None => 0,
+    };
+    Recent {
+        last_success_age_s: outcomes
+            .iter()
+            .find(|(s, _)| *s == Status::Done)
+            .map(|(_, a)| *a),
+        outcomes,
+        issue_attempts,
+    }
+}

@@ -7,6 +7,8 @@
 # (goal <= 1.15), alternating CIC, repair, CIC, repair, ...
 # Own server (port 28870, data $RV_HOME/bench-repair-data), release build.
 #   ROWS (100000) DIM (128) REPEAT (3)
+#   EF_SEARCH (unset: pgvector's default 40): hnsw.ef_search of the requesting
+#   session, at which validation compares old and new index (no effect on builds)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$here/../scripts/setup.sh" >/dev/null
@@ -17,6 +19,8 @@ ROWS="${ROWS:-100000}"
 DIM="${DIM:-128}"
 REPEAT="${REPEAT:-3}"
 PORT="${REPAIR_BENCH_PORT:-28870}"
+EF_SEARCH="${EF_SEARCH:-}"
+[[ -z "$EF_SEARCH" || "$EF_SEARCH" =~ ^[0-9]+$ ]] || die "EF_SEARCH must be a positive integer (got '$EF_SEARCH')"
 for v in ROWS DIM REPEAT PORT; do
     [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || die "$v must be a positive integer (got '${!v}')"
 done
@@ -64,7 +68,7 @@ if [[ "$have" != "$ROWS" ]] || [[ "$(q -c "SELECT atttypmod FROM pg_attribute WH
       -c "VACUUM ANALYZE $TABLE"
 fi
 want="CREATE INDEX $IDX ON public.$TABLE USING hnsw (embedding vector_l2_ops) WITH (m='16', ef_construction='64')"
-if [[ "$(q -c "SELECT pg_get_indexdef('$IDX'::regclass)" 2>/dev/null)" != "$want" ]]; then
+if [[ "$(q -c "SELECT pg_get_indexdef(to_regclass('$IDX'))")" != "$want" ]]; then
     log "Building HNSW $IDX (m = 16, ef_construction = 64)"
     q -c "DROP INDEX IF EXISTS $IDX" -c "CREATE INDEX $IDX ON $TABLE USING hnsw (embedding vector_l2_ops) $WITH"
 fi
@@ -96,12 +100,16 @@ SQL
 # The rollback and cooldown settings are captured with the request and used by
 # the worker; so are maintenance_work_mem and max_parallel_maintenance_workers,
 # which this session takes unchanged from the server configuration, as the
-# plain CIC session does. The repair timeout only matters for large ROWS.
+# plain CIC session does. The repair timeout only matters for large ROWS; the
+# attempts limit keeps failures of earlier runs from pausing this index's
+# repairs for a day (circuit breaker).
 shadow_rebuild() {
     q <<SQL
 SET ruvector.dag_healing_rollback_enabled = off;
 SET ruvector.dag_healing_cooldown_s = 0;
 SET ruvector.dag_healing_repair_timeout_s = 3600;
+SET ruvector.dag_healing_max_attempts = 100;
+${EF_SEARCH:+SET hnsw.ef_search = $EF_SEARCH;}
 \set t0 \`date +%s%N\`
 SELECT ruvector_dag_repair_index('$IDX'::regclass, 'rebuild') AS id \gset
 CALL ruvector_dag_wait_repair(:id, 3600, NULL) \g /dev/null
@@ -133,7 +141,7 @@ pgvector="$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'vector'")
 server="$(q -c "SHOW server_version")"
 mwm="$(q -c "SHOW maintenance_work_mem")"
 mpmw="$(q -c "SHOW max_parallel_maintenance_workers")"
-log "$ROWS x $DIM, pgvector $pgvector, PostgreSQL $server, maintenance_work_mem = $mwm, max_parallel_maintenance_workers = $mpmw"
+log "$ROWS x $DIM, pgvector $pgvector, PostgreSQL $server, maintenance_work_mem = $mwm, max_parallel_maintenance_workers = $mpmw${EF_SEARCH:+, validation at hnsw.ef_search = $EF_SEARCH}"
 
 printf '\n%-4s %9s %9s %7s %9s %7s %7s %9s %9s %9s %7s %10s\n' run cic_s repair_s ratio worker_s start plan build validate swap+ret tail build/cic
 cics=(); reps=(); ratios=(); workers=(); starts=(); plans=(); builds=(); vals=(); swaps=(); tails=()
@@ -155,7 +163,8 @@ for r in $(seq 1 "$REPEAT"); do
     if [[ "$status" != done ]]; then
         warn "repair $id ended '$status': $err"
         q -c "SELECT step, at, detail FROM ruvector_healing.repair_steps WHERE repair_id = $id ORDER BY step_id" >&2 || true
-        tail -n 40 "$DATA/server.log" >&2 || true
+        q -c "SELECT 'recall: ' || coalesce(after->>'recall', '-'), 'validation: ' || coalesce(after->>'validation', '-') FROM ruvector_healing.repairs WHERE repair_id = $id" >&2 || true
+        grep -v checkpoint "$DATA/server.log" | tail -n 20 >&2 || true
         die "repair $id did not finish as 'done' (server log: $DATA/server.log)"
     fi
     ph="$(phases "$id")"

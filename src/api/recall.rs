@@ -434,6 +434,8 @@ fn ruvector_dag_tune_search(
 pub struct Paired {
     pub old: f64,
     pub new: f64,
+    /// Standard error of the per-query difference new - old.
+    pub diff_se: f64,
     pub queries: usize,
     pub k: usize,
     pub setting: &'static str,
@@ -470,19 +472,20 @@ pub fn paired_recall(
         }
         let ann = scan::ann(open, &g.sample.raw, k);
         let mut fetch = RowFetcher::new(open, ty);
-        let r = mean(&score(&g, &mut fetch, metric, k, &ann));
+        let per_query = score(&g, &mut fetch, metric, k, &ann);
         drop(fetch);
         drop(local);
-        r6(r)
+        per_query
     };
-    let old_recall = measure(&open, &old_value);
+    let old_q = measure(&open, &old_value);
     let new_open = OpenIndex::open(&resolve(Some(new)));
-    let new_recall = measure(&new_open, &new_value);
+    let new_q = measure(&new_open, &new_value);
     new_open.close();
     open.close();
     Some(Paired {
-        old: old_recall,
-        new: new_recall,
+        old: r6(mean(&old_q)),
+        new: r6(mean(&new_q)),
+        diff_se: r6(crate::repair::plan::paired_se(&old_q, &new_q)),
         queries: g.sample.tids.len(),
         k,
         setting: name,

@@ -133,18 +133,20 @@ pub(crate) fn rebuild(
             VALIDATION_SAMPLE,
             VALIDATION_K,
         );
+        let tolerance = plan::recall_tolerance(paired.as_ref().map_or(0.0, |p| p.diff_se));
         let verdict = plan::validate(
             valid,
             &old_issues,
             &new_issues,
             paired.as_ref().map(|p| p.old),
             paired.as_ref().map(|p| p.new),
+            tolerance,
             s.min_recall,
         );
         journal::merge(
             id,
             "after",
-            json!({"health": after, "issues": new_issues, "recall": paired, "validation": verdict}),
+            json!({"health": after, "issues": new_issues, "recall": paired, "recall_tolerance": tolerance, "validation": verdict}),
         );
         if let Some(p) = &paired {
             journal::merge(

@@ -72,6 +72,13 @@ pub(crate) fn recover_one(id: i64) {
         }
         Some(Recovery::DropShadow) => {}
         Some(Recovery::Finish) => {
+            let _ = tx(|| {
+                journal::merge(
+                    id,
+                    "after",
+                    json!({"recovery": note("the swap had committed; the next run finished the repair")}),
+                )
+            });
             let keep = row.backup["kept"].as_bool().unwrap_or(false);
             let backup = row.backup["index"].as_str().unwrap_or("").to_string();
             let Some(f) = tx(|| catalog::facts(row.index_oid)).ok().flatten() else {

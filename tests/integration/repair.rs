@@ -609,12 +609,13 @@ fn crash_at_every_step_leaves_one_valid_index() {
                 ),
             );
             let at = status(&row(&mut c, id)).to_string();
-            drop(holder);
             drop(c);
+            // The snapshot holder goes down with the crash, not before it.
             match crash {
                 Crash::KillWorker => kill_worker(pid),
                 Crash::ImmediateStop => immediate_restart(),
             }
+            drop(holder);
             let mut c = wait_for_server(&db.name);
             db.crashes_expected();
             exec(&mut c, "SELECT ruvector_dag_recover_repairs()");

@@ -34,7 +34,7 @@ SELECT status, strategy, plan->'preview'->>'statement' AS statement,
 -- A real rebuild, without keeping the old index.
 SET ruvector.dag_healing_rollback_enabled = off;
 SELECT ruvector_dag_repair_index('rep_hnsw', 'rebuild') AS id \gset
-CALL ruvector_dag_wait_repair(:id, 300);
+CALL ruvector_dag_wait_repair(:id, 300) \gset wait_
 SELECT status, strategy, error, after->'validation'->'passed' AS validated,
        backup->'kept' AS kept, duration_ms > 0 AS timed
   FROM ruvector_dag_repair_history('rep_items') WHERE repair_id = :id;
@@ -44,7 +44,7 @@ SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.inde
 SELECT pg_get_indexdef('rep_hnsw'::regclass);
 -- Cooldown: a second repair of the same index within the hour is refused by the worker, and says so.
 SELECT ruvector_dag_repair_index('rep_hnsw', 'rebuild') AS id \gset
-CALL ruvector_dag_wait_repair(:id, 300);
+CALL ruvector_dag_wait_repair(:id, 300) \gset wait_
 SELECT status, error LIKE 'cooldown:%' AS cooldown FROM ruvector_healing.repairs WHERE repair_id = :id;
 RESET ruvector.dag_healing_rollback_enabled;
 -- A finished repair cannot be cancelled; one that kept no backup cannot be rolled back.

@@ -75,7 +75,10 @@ start_test_server() {
     log "Starting test server on 127.0.0.1:$TEST_PORT (data: $TEST_DATA)"
     rm -rf "$TEST_DATA"
     pg_initdb "$TEST_DATA"
-    pg_write_conf "$TEST_DATA" "$TEST_PORT" "max_connections = 50"
+    # A day between healing cycles: the background worker stays out of the
+    # other tests' databases; the worker tests shorten it with ALTER SYSTEM.
+    pg_write_conf "$TEST_DATA" "$TEST_PORT" "max_connections = 50" \
+        "ruvector.dag_healing_interval_ms = 86400000"
     pg_start "$TEST_DATA"
     test_server_started=1
 }

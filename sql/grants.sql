@@ -7,10 +7,10 @@ GRANT SELECT ON ruvector_healing.issues TO PUBLIC;
 -- Writing state is not for PUBLIC: a health check records issues.
 REVOKE ALL ON FUNCTION ruvector_dag_health_check(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_healing.record_issue(regclass, oid, text, text, int, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION ruvector_healing.resolve_issues(oid, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_healing.resolve_issues(oid, bigint[], bool) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ruvector_dag_health_check(regclass) TO ruvector_healer;
 GRANT EXECUTE ON FUNCTION ruvector_healing.record_issue(regclass, oid, text, text, int, jsonb) TO ruvector_healer;
-GRANT EXECUTE ON FUNCTION ruvector_healing.resolve_issues(oid, bigint[]) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_healing.resolve_issues(oid, bigint[], bool) TO ruvector_healer;
 GRANT INSERT, UPDATE ON ruvector_healing.issues TO ruvector_healer;
 GRANT USAGE ON SEQUENCE ruvector_healing.issues_issue_id_seq TO ruvector_healer;
 
@@ -36,3 +36,16 @@ GRANT EXECUTE ON FUNCTION ruvector_dag_repair(regclass, bigint) TO ruvector_heal
 GRANT EXECUTE ON FUNCTION ruvector_dag_cancel_repair(bigint) TO ruvector_healer;
 GRANT EXECUTE ON FUNCTION ruvector_dag_rollback(bigint) TO ruvector_healer;
 GRANT EXECUTE ON FUNCTION ruvector_dag_recover_repairs() TO ruvector_healer;
+
+-- Policies and observations: readable by everyone; policies are set by
+-- ruvector_healer members, observations written by the background cycle.
+GRANT SELECT ON ruvector_healing.observations TO PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_set_index_policy(regclass, bool, text, bool, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_set_schema_policy(name, bool, text, bool, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_reset_index_policy(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_healing.set_policy(text, text, bool, text, bool, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector_dag_set_index_policy(regclass, bool, text, bool, jsonb) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_set_schema_policy(name, bool, text, bool, jsonb) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_reset_index_policy(text, text) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_healing.set_policy(text, text, bool, text, bool, jsonb) TO ruvector_healer;
+GRANT INSERT, UPDATE, DELETE ON ruvector_healing.index_policies TO ruvector_healer;

@@ -52,13 +52,17 @@ RETURNS bigint LANGUAGE sql VOLATILE AS $$
     RETURNING issue_id
 $$;
 
--- Marks the table's open issues not in `still_open` resolved; returns how many.
-CREATE FUNCTION ruvector_healing.resolve_issues(tbl oid, still_open bigint[])
+-- Marks the table's open issues not in `still_open` resolved; returns how
+-- many. Anomalies (kinds 'anomaly_*', found by the background cycle
+-- against a baseline) are resolved only when `with_anomalies`: a manual
+-- health check does not look for them.
+CREATE FUNCTION ruvector_healing.resolve_issues(tbl oid, still_open bigint[], with_anomalies bool)
 RETURNS bigint LANGUAGE sql VOLATILE AS $$
     WITH r AS (
         UPDATE ruvector_healing.issues
            SET status = 'resolved', resolved_at = now()
          WHERE table_oid = tbl AND status = 'open' AND issue_id <> ALL (still_open)
+           AND (with_anomalies OR kind NOT LIKE 'anomaly\_%')
         RETURNING 1)
     SELECT count(*) FROM r
 $$;
@@ -161,14 +165,124 @@ CREATE INDEX repair_steps_by_repair ON ruvector_healing.repair_steps (repair_id,
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.repair_steps', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.repair_steps_step_id_seq', '');
 
--- Per-index choices (by schema and name, which survive a rebuild).
+-- Per-index choices, by schema and name (which survive a rebuild). A row
+-- with index_name '*' applies to every index of the schema; the index's
+-- own row wins.
 CREATE TABLE ruvector_healing.index_policies (
     schema_name text NOT NULL,
     index_name  text NOT NULL,
+    excluded    bool NOT NULL DEFAULT false, -- the background cycle skips it
+    strategy    text NOT NULL DEFAULT 'auto'  -- what automatic repairs may do
+                CHECK (strategy IN ('auto', 'none', 'rebuild', 'vacuum', 'tune_search')),
     pin_lists   bool NOT NULL DEFAULT false, -- a rebuild keeps the IVFFlat lists as they are
+    thresholds  jsonb NOT NULL DEFAULT '{}', -- overrides of the detection thresholds
+    updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (schema_name, index_name)
 );
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.index_policies', '');
+
+-- One row per index per healing cycle: the figures anomalies are judged
+-- against (the index's own baseline).
+CREATE TABLE ruvector_healing.observations (
+    observation_id bigserial PRIMARY KEY,
+    index_oid      oid NOT NULL,
+    schema_name    text NOT NULL,
+    index_name     text NOT NULL,
+    table_oid      oid NOT NULL,
+    observed_at    timestamptz NOT NULL DEFAULT now(),
+    metrics        jsonb NOT NULL,  -- {metric: value} from the health report
+    recall         float8,          -- recall@10 of the probe, when one ran
+    probe_ms       float8           -- mean latency of the probe's index scans
+);
+CREATE INDEX observations_by_index ON ruvector_healing.observations (schema_name, index_name, observed_at);
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.observations', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.observations_observation_id_seq', '');
+
+CREATE FUNCTION ruvector_healing.set_policy(
+    sch text, nm text, p_excluded bool, p_strategy text, p_pin_lists bool, p_thresholds jsonb)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    k text; result jsonb;
+BEGIN
+    IF p_strategy IS NOT NULL AND p_strategy NOT IN ('auto', 'none', 'rebuild', 'vacuum', 'tune_search') THEN
+        RAISE EXCEPTION 'unknown strategy "%"', p_strategy USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'auto, none (never repaired automatically), rebuild, vacuum or tune_search';
+    END IF;
+    IF p_thresholds IS NOT NULL THEN
+        IF jsonb_typeof(p_thresholds) <> 'object' THEN
+            RAISE EXCEPTION 'thresholds must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'for example ''{"max_fragmentation": 0.3}''';
+        END IF;
+        FOR k IN SELECT jsonb_object_keys(p_thresholds) LOOP
+            IF k NOT IN ('max_fragmentation', 'max_unreachable', 'max_unreachable_ratio',
+                         'min_connectivity', 'max_cluster_balance', 'max_centroid_drift') THEN
+                RAISE EXCEPTION 'unknown threshold "%"', k USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'thresholds: max_fragmentation, max_unreachable, max_unreachable_ratio, min_connectivity, max_cluster_balance, max_centroid_drift';
+            END IF;
+            IF jsonb_typeof(p_thresholds->k) <> 'number' OR (p_thresholds->>k)::float8 < 0 THEN
+                RAISE EXCEPTION 'threshold "%" must be a non-negative number', k
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        END LOOP;
+    END IF;
+    INSERT INTO ruvector_healing.index_policies AS p
+           (schema_name, index_name, excluded, strategy, pin_lists, thresholds)
+    VALUES (sch, nm, coalesce(p_excluded, false), coalesce(p_strategy, 'auto'),
+            coalesce(p_pin_lists, false), coalesce(p_thresholds, '{}'))
+    ON CONFLICT (schema_name, index_name) DO UPDATE
+       SET excluded = coalesce(p_excluded, p.excluded), strategy = coalesce(p_strategy, p.strategy),
+           pin_lists = coalesce(p_pin_lists, p.pin_lists),
+           thresholds = coalesce(p_thresholds, p.thresholds), updated_at = now()
+    RETURNING to_jsonb(p) INTO result;
+    RETURN result;
+END
+$$;
+
+-- Sets (creating if needed) the policy of an index. NULL arguments keep
+-- the current value.
+CREATE FUNCTION ruvector_dag_set_index_policy(
+    idx regclass, excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    sch text; nm text; am text;
+BEGIN
+    IF idx IS NULL THEN
+        RAISE EXCEPTION 'index must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'pass a pgvector index; ruvector_dag_set_schema_policy(schema, ...) sets a schema''s default';
+    END IF;
+    SELECT n.nspname, c.relname, a.amname INTO sch, nm, am
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_am a ON a.oid = c.relam
+     WHERE c.oid = idx;
+    IF am IS NULL OR am NOT IN ('hnsw', 'ivfflat') THEN
+        RAISE EXCEPTION '"%" is not a pgvector hnsw or ivfflat index', idx
+            USING ERRCODE = 'wrong_object_type', HINT = 'policies apply to pgvector indexes';
+    END IF;
+    RETURN ruvector_healing.set_policy(sch, nm, excluded, strategy, pin_lists, thresholds);
+END
+$$;
+
+-- The same for every index of a schema (index_name '*').
+CREATE FUNCTION ruvector_dag_set_schema_policy(
+    schema_name name, excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF schema_name IS NULL OR NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = schema_name) THEN
+        RAISE EXCEPTION 'schema "%" does not exist', coalesce(schema_name::text, 'NULL')
+            USING ERRCODE = 'invalid_schema_name', HINT = 'pass an existing schema''s name';
+    END IF;
+    RETURN ruvector_healing.set_policy(schema_name, '*', excluded, strategy, pin_lists, thresholds);
+END
+$$;
+
+-- Removes the policy of an index (or of a schema with index_name '*').
+CREATE FUNCTION ruvector_dag_reset_index_policy(schema_name text, index_name text)
+RETURNS bool LANGUAGE sql VOLATILE AS $$
+    WITH d AS (DELETE FROM ruvector_healing.index_policies p
+                WHERE p.schema_name = $1 AND p.index_name = $2 RETURNING 1)
+    SELECT count(*) > 0 FROM d
+$$;
 
 -- One repair as history shows it.
 CREATE FUNCTION ruvector_healing.repair_row(r ruvector_healing.repairs)

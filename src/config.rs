@@ -22,10 +22,23 @@ pub static MIN_RECALL: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 pub static COOLDOWN_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static BACKUP_RETENTION_MIN: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static AUTO_REPAIR: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static MAINTENANCE_WINDOW: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(None);
+pub static RECALL_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static RECALL_SAMPLE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static TEST_PAUSE_AT: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(None);
 pub static TUNING_SCOPE: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"database"));
+
+/// `ruvector.dag_healing_maintenance_window` as text ('' = always).
+pub fn maintenance_window() -> String {
+    MAINTENANCE_WINDOW
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
 
 /// `ruvector.dag_healing_tuning_scope` as text.
 pub fn tuning_scope() -> String {
@@ -172,6 +185,42 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"ruvector.dag_healing_auto_repair",
+        c"Lets the background cycle request repairs of the issues it finds.",
+        c"Off: the cycle still inspects, detects and records issues.",
+        &AUTO_REPAIR,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"ruvector.dag_healing_maintenance_window",
+        c"When automatic repairs may start, e.g. 'Sat 01:00-05:00'; empty = always.",
+        c"Comma-separated day (Mon..Sun, Mon-Fri, daily) and time ranges in the server's time zone.",
+        &MAINTENANCE_WINDOW,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_healing_recall_interval_s",
+        c"How often the background cycle measures each index's recall (0 = never).",
+        c"A recall probe costs an exact pass over the table; health checks run every interval.",
+        &RECALL_INTERVAL_S,
+        0,
+        2_592_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_healing_recall_sample_size",
+        c"Sampled queries per recall probe of the background cycle.",
+        c"",
+        &RECALL_SAMPLE_SIZE,
+        10,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"ruvector.dag_healing_test_pause_at",
         c"For crash tests only: a repair requested with this set pauses at the named step.",
@@ -202,6 +251,10 @@ pub struct HealingConfig {
     pub max_attempts: i32,
     pub backup_retention_min: i32,
     pub tuning_scope: String,
+    pub auto_repair: bool,
+    pub maintenance_window: String,
+    pub recall_interval_s: i32,
+    pub recall_sample_size: i32,
 }
 
 impl HealingConfig {
@@ -221,6 +274,10 @@ impl HealingConfig {
             max_attempts: MAX_ATTEMPTS.get(),
             backup_retention_min: BACKUP_RETENTION_MIN.get(),
             tuning_scope: tuning_scope(),
+            auto_repair: AUTO_REPAIR.get(),
+            maintenance_window: maintenance_window(),
+            recall_interval_s: RECALL_INTERVAL_S.get(),
+            recall_sample_size: RECALL_SAMPLE_SIZE.get(),
         }
     }
 }

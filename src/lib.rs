@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod detect;
 pub mod diagnose;
+pub mod healing;
 pub mod inspect;
 pub mod recall;
 pub mod repair;
@@ -29,8 +30,11 @@ pub extern "C-unwind" fn _PG_init() {
     let preload = unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress };
     PRELOADED.store(preload, Ordering::Relaxed);
     if preload {
+        use healing::state::STATE;
         use repair::counters::COUNTERS;
         pgrx::pg_shmem_init!(COUNTERS);
+        pgrx::pg_shmem_init!(STATE);
+        healing::launcher::register();
     }
 }
 
@@ -52,6 +56,10 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'ruvector_healing'"]
+        // A day between healing cycles: the tests call the functions themselves.
+        vec![
+            "shared_preload_libraries = 'ruvector_healing'",
+            "ruvector.dag_healing_interval_ms = 86400000",
+        ]
     }
 }

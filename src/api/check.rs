@@ -14,7 +14,7 @@ use crate::inspect::relation::{raise, resolve, Am};
 
 /// pgvector indexes of a table: `(oid, valid)`, partitions' indexes
 /// reached through the partitioned parent index.
-fn vector_indexes(table: pg_sys::Oid) -> Vec<(pg_sys::Oid, bool, String)> {
+pub(crate) fn vector_indexes(table: pg_sys::Oid) -> Vec<(pg_sys::Oid, bool, String)> {
     Spi::connect(|client| {
         client
             .select(
@@ -41,17 +41,25 @@ fn vector_indexes(table: pg_sys::Oid) -> Vec<(pg_sys::Oid, bool, String)> {
     })
 }
 
-/// Whether an index is the backup a repair keeps for rollback.
-fn kept_backup(index: pg_sys::Oid) -> bool {
-    Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM ruvector_healing.repairs
-                         WHERE status = 'done' AND (backup->>'kept')::bool
-                           AND (backup->>'oid')::int8 = $1::int8)",
-        &[(index.to_u32() as i64).into()],
+/// What a repair is doing with an index, if anything: the backup it keeps
+/// for rollback, or the new index it is building (both invalid on
+/// purpose, neither a failed build).
+fn repair_role(index: pg_sys::Oid) -> Option<String> {
+    Spi::get_one_with_args::<String>(
+        "SELECT CASE WHEN r.status = 'done' THEN 'kept_for_rollback' ELSE 'being_built' END
+           FROM ruvector_healing.repairs r
+           JOIN pg_class c ON c.oid = $1
+          WHERE (r.status = 'done' AND (r.backup->>'kept')::bool
+                 AND (r.backup->>'oid')::int8 = $1::oid::int8)
+             OR (r.status IN ('planned','building','validating','swapping','swapped','retiring','rolling_back')
+                 AND r.table_oid = (SELECT indrelid FROM pg_index WHERE indexrelid = $1)
+                 AND c.relname IN (r.plan->>'shadow_name', r.plan->>'backup_name'))
+             OR (r.backup->'drop_pending'->>'oid')::int8 = $1::oid::int8
+          LIMIT 1",
+        &[index.into()],
     )
     .ok()
     .flatten()
-    .unwrap_or(false)
 }
 
 fn check_table(table: pg_sys::Oid) -> (String, char) {
@@ -95,17 +103,65 @@ pub(crate) fn issues_of(
     out.extend(found.into_iter().map(|i| (name.clone(), i)));
 }
 
+/// Every pgvector index of a table inspected (an index for which
+/// `thresholds` gives `None` is skipped: excluded by a policy), with the
+/// issues the detection rules find: `(reports, [(index name, issue)])`.
+pub(crate) fn inspect_table(
+    table: pg_sys::Oid,
+    thresholds: impl Fn(pg_sys::Oid) -> Option<Thresholds>,
+) -> (Vec<Value>, Vec<(String, IndexIssue)>) {
+    let mut reports = Vec::new();
+    let mut found: Vec<(String, IndexIssue)> = Vec::new();
+    for (oid, valid, name) in vector_indexes(table) {
+        let Some(thresholds) = thresholds(oid) else {
+            continue;
+        };
+        if let Some(role) = (!valid).then(|| repair_role(oid)).flatten() {
+            reports.push(json!({"index": name, "valid": false, "repair": role}));
+            continue;
+        }
+        if !valid {
+            // A failed CREATE INDEX CONCURRENTLY leaves an index that every
+            // write still maintains but no query uses.
+            found.push((
+                name.clone(),
+                IndexIssue {
+                    kind: IssueKind::InvalidIndex,
+                    severity: Severity::High,
+                    priority: crate::diagnose::priority(IssueKind::InvalidIndex, Severity::High, 0.0),
+                    details: json!({"indisvalid": false,
+                        "hint": "a CREATE INDEX CONCURRENTLY failed or is running; an invalid index slows writes and serves no query"}),
+                },
+            ));
+            reports.push(json!({"index": name, "valid": false}));
+            continue;
+        }
+        let t = resolve(Some(oid));
+        let h = health_value(&t);
+        issues_of(&h, t.am, &thresholds, &mut found);
+        reports.push(h);
+    }
+    (reports, found)
+}
+
 /// Upserts an open issue per (index, kind); returns its id.
-fn record(index_name: &str, table: pg_sys::Oid, i: &IndexIssue) -> i64 {
+pub(crate) fn record(
+    index_name: &str,
+    table: pg_sys::Oid,
+    kind: &str,
+    severity: &str,
+    priority: u32,
+    details: &Value,
+) -> i64 {
     let id = Spi::get_one_with_args::<i64>(
         "SELECT ruvector_healing.record_issue($1::regclass, $2, $3, $4, $5, $6)",
         &[
             index_name.into(),
             table.into(),
-            i.kind.name().into(),
-            i.severity.name().into(),
-            (i.priority as i32).into(),
-            JsonB(i.details.clone()).into(),
+            kind.into(),
+            severity.into(),
+            (priority as i32).into(),
+            JsonB(details.clone()).into(),
         ],
     );
     match id {
@@ -136,40 +192,18 @@ fn ruvector_dag_health_check(tbl: Option<Regclass>) -> JsonB {
         );
     }
     let thresholds = Thresholds::default();
-    let mut reports = Vec::new();
-    let mut found: Vec<(String, IndexIssue)> = Vec::new();
-    for (oid, valid, name) in vector_indexes(table) {
-        if !valid && kept_backup(oid) {
-            // The index a rebuild replaced, kept (invalid, still maintained)
-            // for rollback: not a failed build.
-            reports.push(json!({"index": name, "valid": false, "kept_for_rollback": true}));
-            continue;
-        }
-        if !valid {
-            // A failed CREATE INDEX CONCURRENTLY leaves an index that every
-            // write still maintains but no query uses.
-            found.push((
-                name.clone(),
-                IndexIssue {
-                    kind: IssueKind::InvalidIndex,
-                    severity: Severity::High,
-                    priority: crate::diagnose::priority(IssueKind::InvalidIndex, Severity::High, 0.0),
-                    details: json!({"indisvalid": false,
-                        "hint": "a CREATE INDEX CONCURRENTLY failed or is running; an invalid index slows writes and serves no query"}),
-                },
-            ));
-            reports.push(json!({"index": name, "valid": false}));
-            continue;
-        }
-        let t = resolve(Some(oid));
-        let h = health_value(&t);
-        issues_of(&h, t.am, &thresholds, &mut found);
-        reports.push(h);
-    }
+    let (reports, found) = inspect_table(table, |_| Some(thresholds.clone()));
     let mut issues = Vec::new();
     let mut kept: Vec<i64> = Vec::new();
     for (index, i) in &found {
-        let id = record(index, table, i);
+        let id = record(
+            index,
+            table,
+            i.kind.name(),
+            i.severity.name(),
+            i.priority,
+            &i.details,
+        );
         kept.push(id);
         issues.push(json!({
             "issue_id": id, "index": index, "kind": i.kind.name(),
@@ -177,7 +211,7 @@ fn ruvector_dag_health_check(tbl: Option<Regclass>) -> JsonB {
         }));
     }
     let resolved = Spi::get_one_with_args::<i64>(
-        "SELECT ruvector_healing.resolve_issues($1, $2)",
+        "SELECT ruvector_healing.resolve_issues($1, $2, false)",
         &[table.into(), kept.clone().into()],
     )
     .ok()

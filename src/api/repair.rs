@@ -180,11 +180,14 @@ fn preview(f: &IndexFacts, s: Strategy, am: Am) -> Value {
     }
 }
 
-fn request(
+/// Plans, journals and starts a repair; `by` names the requester when it
+/// is not the current role (the background cycle).
+pub(crate) fn request(
     index: Option<pg_sys::Oid>,
     strategy: Option<&str>,
     dry_run: bool,
     issue: Option<i64>,
+    by: Option<&str>,
 ) -> i64 {
     require_preload();
     let t = resolve(index);
@@ -281,7 +284,7 @@ fn request(
             issue_id.into(),
             dry_run.into(),
             status.into(),
-            requester().into(),
+            by.map(String::from).unwrap_or_else(requester).into(),
             JsonB(plan).into(),
         ],
     )
@@ -337,7 +340,7 @@ fn ruvector_dag_repair_index(
             &format!("strategies are {}", plan::STRATEGY_NAMES.join(", ")),
         );
     }
-    request(oid_of(index), strategy, dry_run, None)
+    request(oid_of(index), strategy, dry_run, None, None)
 }
 
 #[pg_extern(volatile, security_definer)]
@@ -388,7 +391,7 @@ fn ruvector_dag_repair(tbl: Option<Regclass>, issue_id: Option<i64>) -> i64 {
             "an invalid index is a failed or running CREATE INDEX CONCURRENTLY: drop it, or REINDEX INDEX CONCURRENTLY it",
         );
     }
-    request(Some(index), Some("auto"), false, Some(issue))
+    request(Some(index), Some("auto"), false, Some(issue), None)
 }
 
 fn repair_status(id: i64) -> (String, String) {

@@ -66,6 +66,73 @@ fn repair_counters() -> Value {
     }
 }
 
+fn timestamp(unix_s: &Value) -> Value {
+    match unix_s.as_f64() {
+        Some(t) => Spi::get_one_with_args::<String>("SELECT to_timestamp($1)::text", &[t.into()])
+            .ok()
+            .flatten()
+            .map(Value::from)
+            .unwrap_or(Value::Null),
+        None => Value::Null,
+    }
+}
+
+/// The launcher, each database's cycle worker and the specification's
+/// `HealingMetrics`, read from shared memory.
+fn healing() -> Value {
+    use crate::healing::state;
+    let Some(st) = state::snapshot() else {
+        return json!({"available": false,
+                      "reason": "ruvector_healing is not in shared_preload_libraries: no background worker"});
+    };
+    let databases: Vec<Value> = st
+        .slots
+        .iter()
+        .filter(|s| s.dboid != 0)
+        .map(|s| {
+            let mut v = state::slot_json(s);
+            v["database"] = Spi::get_one_with_args::<String>(
+                "SELECT datname::text FROM pg_database WHERE oid = $1",
+                &[pgrx::pg_sys::Oid::from(s.dboid).into()],
+            )
+            .ok()
+            .flatten()
+            .map(Value::from)
+            .unwrap_or(Value::Null);
+            for k in ["last_cycle_start", "last_cycle_end", "next_cycle"] {
+                v[k] = timestamp(&v[k]);
+            }
+            v
+        })
+        .collect();
+    let alive = st.launcher_pid > 0 && unsafe { libc::kill(st.launcher_pid, 0) } == 0;
+    let mut metrics = json!({
+        "checks_performed": st.checks_performed,
+        "issues_detected": st.issues_detected,
+        "cycles": st.cycles,
+        "last_check_time": timestamp(&if st.last_check_time > 0 {
+            json!(st.last_check_time as f64 / 1000.0)
+        } else {
+            Value::Null
+        }),
+    });
+    if let (Value::Object(m), Value::Object(r)) = (&mut metrics, repair_counters()) {
+        m.extend(r);
+    }
+    json!({
+        "launcher": {
+            "pid": if alive { json!(st.launcher_pid) } else { Value::Null },
+            "running": alive,
+            "started_at": timestamp(&json!(st.launcher_started as f64 / 1000.0)),
+            "wakeups": st.launcher_ticks,
+            "cpu_ms": st.launcher_cpu_ms,
+        },
+        "worker_cap": crate::healing::launcher::worker_cap(),
+        "databases": databases,
+        "metrics": metrics,
+    })
+}
+
 /// Repairs of this database that are not finished, with their worker.
 fn active_repairs() -> Value {
     Spi::get_one_with_args::<JsonB>(
@@ -110,6 +177,7 @@ fn ruvector_dag_healing_status() -> JsonB {
         "indexes": indexes,
         "open_issues_by_severity": open_issues,
         "repairs": repair_counters(),
+        "healing": healing(),
         "active_repairs": active_repairs(),
     }))
 }

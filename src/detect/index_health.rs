@@ -37,6 +37,34 @@ impl Default for Thresholds {
     }
 }
 
+impl Thresholds {
+    /// These thresholds with the numeric fields of `over` (a policy's
+    /// `thresholds`) replacing the defaults; unknown keys are ignored (the
+    /// policy functions refuse them).
+    pub fn with_overrides(mut self, over: &Value) -> Thresholds {
+        let num = |k: &str| over.get(k).and_then(Value::as_f64).filter(|v| *v >= 0.0);
+        if let Some(v) = num("max_fragmentation") {
+            self.max_fragmentation = v;
+        }
+        if let Some(v) = num("max_unreachable") {
+            self.max_unreachable = v as u64;
+        }
+        if let Some(v) = num("max_unreachable_ratio") {
+            self.max_unreachable_ratio = v;
+        }
+        if let Some(v) = num("min_connectivity") {
+            self.min_connectivity = v;
+        }
+        if let Some(v) = num("max_cluster_balance") {
+            self.max_cluster_balance = v;
+        }
+        if let Some(v) = num("max_centroid_drift") {
+            self.max_centroid_drift = v;
+        }
+        self
+    }
+}
+
 /// A problem found in one index.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IndexIssue {
@@ -255,5 +283,15 @@ mod tests {
         let drift = map(json!({"lists": 100, "tuples": 1000, "cluster_balance": 0.4,
                                "centroid_drift": 1.2}));
         assert_eq!(ivfflat_issues(&drift, &t)[0].kind, IssueKind::StaleTraining);
+    }
+
+    #[test]
+    fn policy_overrides_replace_thresholds() {
+        let t = Thresholds::default().with_overrides(
+            &serde_json::json!({"max_fragmentation": 0.2, "max_unreachable": 5, "bogus": 1}),
+        );
+        assert_eq!(t.max_fragmentation, 0.2);
+        assert_eq!(t.max_unreachable, 5);
+        assert_eq!(t.min_connectivity, 0.8);
     }
 }

@@ -104,6 +104,15 @@ pub fn finish(id: i64, status: Status, error: Option<&str>) {
         &[id.into(), status.name().into(), error.into()],
     );
     step(id, status.name(), json!({ "error": error }));
+    // Clients may LISTEN ruvector_healing to alert on outcomes.
+    let _ = Spi::run_with_args(
+        "SELECT pg_notify('ruvector_healing', jsonb_build_object(
+                    'event', 'repair', 'database', current_database(), 'repair_id', repair_id,
+                    'index', index_name, 'strategy', strategy, 'status', status,
+                    'issue_id', issue_id, 'error', error)::text)
+           FROM ruvector_healing.repairs WHERE repair_id = $1",
+        &[id.into()],
+    );
 }
 
 pub fn started(id: i64) {

@@ -214,14 +214,7 @@ pub const VALIDATION_K: i32 = 10;
 pub(crate) const SWAP_ATTEMPTS: u32 = 5;
 
 pub(crate) fn pinned_lists(f: &IndexFacts) -> bool {
-    Spi::get_one_with_args::<bool>(
-        "SELECT pin_lists FROM ruvector_healing.index_policies
-          WHERE schema_name = $1 AND index_name = $2",
-        &[f.schema.clone().into(), f.relname.clone().into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+    crate::healing::policy::policy(&f.schema, &f.relname).pin_lists
 }
 
 /// Comment and statistics targets of the original, onto the shadow.
@@ -316,7 +309,16 @@ pub(crate) fn finish_swapped(id: i64, f: &IndexFacts, backup: &str, keep: bool) 
         }
         let _ = tx(|| journal::merge(id, "backup", json!({"kept": false, "dropped_at": now()})));
     }
-    let _ = tx(|| journal::finish(id, Status::Done, None));
+    let _ = tx(|| {
+        // The issues found on the replaced index are about an index that
+        // no longer serves queries.
+        let _ = Spi::run_with_args(
+            "UPDATE ruvector_healing.issues SET status = 'resolved', resolved_at = now()
+              WHERE index_oid = $1 AND status = 'open'",
+            &[f.oid.into()],
+        );
+        journal::finish(id, Status::Done, None)
+    });
 }
 
 pub(crate) fn now() -> Value {

@@ -65,7 +65,7 @@ pub fn launch(mode: Mode, id: i64, xid: u64) -> Result<(), String> {
         })
 }
 
-unsafe extern "C-unwind" fn on_sigterm(_: core::ffi::c_int) {
+pub(crate) unsafe extern "C-unwind" fn on_sigterm(_: core::ffi::c_int) {
     // As PostgreSQL's die(): acted on at the next CHECK_FOR_INTERRUPTS,
     // which ends the worker with FATAL; the journal lets the next run
     // finish or roll back what it was doing.

@@ -19,3 +19,4 @@ mod partitioned;
 mod recall;
 mod repair;
 mod types;
+mod worker;

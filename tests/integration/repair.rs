@@ -899,3 +899,77 @@ fn bad_requests_change_nothing() {
     exec(&mut c, &format!("REVOKE ruvector_healer FROM {role}"));
     assert_eq!(oid_of(&mut c, "t_idx"), oid);
 }
+
+#[test]
+fn vacuum_and_tuning_strategies() {
+    let db = TestDb::new("rep_vac");
+    let mut c = db.connect();
+    exec(
+        &mut c,
+        &format!(
+            "CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector(8)) WITH (autovacuum_enabled = off);
+             {};
+             CREATE INDEX t_idx ON t USING hnsw (embedding vector_l2_ops) WITH (m = 8);
+             DELETE FROM t WHERE id % 10 = 0;",
+            random_rows("t", 5_000, 8, 0.0, 1.0)
+        ),
+    );
+    let before = checksum(&mut c, "t");
+    let oid = oid_of(&mut c, "t_idx");
+    // Vacuum: the deleted rows' elements are marked deleted in the graph.
+    let id = request(&mut c, "t_idx", "vacuum");
+    let r = wait(&mut c, id);
+    assert_eq!(status(&r), "done", "{r:#}");
+    let deleted_after = r["after"]["health"]["elements_deleted"].as_u64().unwrap();
+    assert_eq!(
+        deleted_after, 500,
+        "pageinspect-free check: 10 % of 5000 rows deleted: {r:#}"
+    );
+    assert_eq!(
+        r["before"]["health"]["elements_deleted"].as_u64().unwrap(),
+        0
+    );
+    assert_eq!(oid_of(&mut c, "t_idx"), oid, "a vacuum keeps the index");
+    assert_eq!(checksum(&mut c, "t"), before);
+    let r = c.query_one(&format!("SELECT ruvector_dag_rollback({id})"), &[]);
+    expect_error(r, "0A000", "cannot be undone");
+
+    // Tuning: the tuned ef_search is applied to the database, and rollback
+    // removes it again.
+    let setting = |c: &mut Client| -> Option<String> {
+        c.query_opt(
+            "SELECT c FROM pg_db_role_setting s, unnest(s.setconfig) c
+              WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND s.setrole = 0 AND c LIKE 'hnsw.ef_search=%'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+    };
+    assert_eq!(setting(&mut c), None);
+    exec(
+        &mut c,
+        "SET ruvector.dag_healing_target_recall = 0.9; SET ruvector.dag_healing_cooldown_s = 0",
+    );
+    let id = request(&mut c, "t_idx", "tune_search");
+    let r = wait(&mut c, id);
+    assert_eq!(status(&r), "done", "{r:#}");
+    let applied = r["after"]["applied"].as_u64().unwrap();
+    assert_eq!(setting(&mut c), Some(format!("hnsw.ef_search={applied}")));
+    assert!(
+        r["after"]["tuning"]["recall_at_recommended"]
+            .as_f64()
+            .unwrap()
+            >= 0.9,
+        "{r:#}"
+    );
+    assert_eq!(r["backup"]["previous"], Value::Null);
+    // New sessions of the database get it.
+    let mut fresh = db.connect();
+    let v: String = fresh.query_one("SHOW hnsw.ef_search", &[]).unwrap().get(0);
+    assert_eq!(v, applied.to_string());
+    exec(&mut c, &format!("SELECT ruvector_dag_rollback({id})"));
+    let r = wait(&mut c, id);
+    assert_eq!(status(&r), "rolled_back", "{r:#}");
+    assert_eq!(setting(&mut c), None);
+}

@@ -1,0 +1,576 @@
+//! One healing cycle in one database (the specification's
+//! `run_check_cycle`), run by a worker the launcher starts:
+//!
+//! 1. observe every monitored pgvector index (health report; recall probe
+//!    when due), keeping the figures in `ruvector_healing.observations`;
+//! 2. detect: the index rules, and anomalies against the index's own past
+//!    observations (see `anomaly`);
+//! 3. record the issues (deduplicated), resolve those no longer present,
+//!    and `NOTIFY ruvector_healing` of new ones;
+//! 4. request repairs of the most urgent issue per table through the repair
+//!    engine, when allowed (enabled, automatic repair on, inside the
+//!    maintenance window, the index's policy, not on a standby);
+//! 5. recover interrupted repairs, retire backups, purge old history;
+//! 6. update the counters in shared memory.
+
+use std::ffi::CString;
+use std::time::Instant;
+
+use pgrx::prelude::*;
+use pgrx::spi::Spi;
+use pgrx::{pg_sys, JsonB};
+use serde_json::{json, Map, Value};
+
+use super::anomaly::{self, Bad};
+use super::policy::policy;
+use super::state::{self, now_ms, SlotState};
+use super::window;
+use crate::api::check::{inspect_table, record};
+use crate::config;
+use crate::repair::exec::{in_transaction, Deadline, StepError};
+
+fn tx<R>(f: impl FnOnce() -> R) -> Result<R, StepError> {
+    in_transaction(Deadline(None), f)
+}
+
+fn step(db: u32, text: &str) {
+    state::with_slot(db, |s| state::set_step(s, text));
+    let c = CString::new(text).unwrap_or_default();
+    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, c.as_ptr()) };
+}
+
+unsafe extern "C-unwind" fn leave_slot(_: core::ffi::c_int, arg: pg_sys::Datum) {
+    let db = arg.value() as u32;
+    state::with_slot(db, |s| {
+        if s.pid == unsafe { pg_sys::MyProcPid } {
+            s.pid = 0;
+            if s.state != SlotState::NoExtension as u8 {
+                s.state = SlotState::Idle as u8;
+            }
+        }
+    });
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn ruvector_cycle_main(arg: pg_sys::Datum) {
+    let db =
+        unsafe { i64::from_polymorphic_datum(arg, false, pg_sys::INT8OID) }.unwrap_or(0) as u32;
+    unsafe {
+        pg_sys::pqsignal_be(
+            pg_sys::SIGTERM as i32,
+            Some(crate::repair::worker::on_sigterm),
+        );
+        pg_sys::BackgroundWorkerUnblockSignals();
+    }
+    pgrx::bgworkers::BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(pg_sys::Oid::from(db)),
+        None,
+    );
+    crate::repair::worker::set_session("search_path", "pg_catalog, pg_temp");
+    crate::repair::worker::set_session("application_name", "ruvector_healing cycle");
+    let started = Instant::now();
+    let cpu0 = state::cpu_ms();
+    state::with_slot(db, |s| {
+        s.pid = unsafe { pg_sys::MyProcPid };
+        s.state = SlotState::Running as u8;
+        s.last_start = now_ms();
+    });
+    unsafe { pg_sys::before_shmem_exit(Some(leave_slot), pg_sys::Datum::from(db as usize)) };
+    let installed = tx(|| {
+        Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ruvector_healing')",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    })
+    .unwrap_or(false);
+    let outcome = if installed { Some(run(db)) } else { None };
+    let cpu = state::cpu_ms().saturating_sub(cpu0);
+    state::with_slot(db, |s| {
+        s.state = if installed {
+            SlotState::Idle as u8
+        } else {
+            SlotState::NoExtension as u8
+        };
+        s.pid = 0;
+        s.last_end = now_ms();
+        s.last_duration_ms = started.elapsed().as_millis() as u64;
+        s.last_cpu_ms = cpu;
+        s.total_cpu_ms += cpu;
+        s.cycles += 1;
+        if let Some(o) = &outcome {
+            s.indexes = o.indexes;
+            s.open_issues = o.open_issues;
+            s.standby = o.standby;
+        }
+        state::set_step(
+            s,
+            if installed {
+                "idle"
+            } else {
+                "extension not installed"
+            },
+        );
+    });
+    if let Some(o) = outcome {
+        let mut st = state::STATE.exclusive();
+        st.checks_performed += o.indexes as u64;
+        st.issues_detected += o.new_issues as u64;
+        st.cycles += 1;
+        st.last_check_time = now_ms();
+    }
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    indexes: u32,
+    new_issues: u32,
+    open_issues: u32,
+    standby: bool,
+}
+
+/// A monitored index: `(oid, schema, name, table oid, am)`.
+type Monitored = (pg_sys::Oid, String, String, pg_sys::Oid, String);
+
+fn monitored() -> Vec<Monitored> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT c.oid, n.nspname::text, c.relname::text, i.indrelid, am.amname::text
+               FROM pg_index i
+               JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_am am ON am.oid = c.relam
+              WHERE am.amname IN ('hnsw', 'ivfflat') AND c.relkind = 'i'
+                AND c.relpersistence <> 't'
+              ORDER BY i.indrelid, c.oid",
+            None,
+            &[],
+        )
+        .map(|rows| {
+            rows.filter_map(|r| {
+                Some((
+                    r.get::<pg_sys::Oid>(1).ok()??,
+                    r.get::<String>(2).ok()??,
+                    r.get::<String>(3).ok()??,
+                    r.get::<pg_sys::Oid>(4).ok()??,
+                    r.get::<String>(5).ok()??,
+                ))
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+    })
+}
+
+/// The metrics kept per observation, and which direction is bad.
+fn watched(am: &str) -> &'static [(&'static str, Bad)] {
+    match am {
+        "hnsw" => &[
+            ("fragmentation", Bad::High),
+            ("unreachable_ratio", Bad::High),
+            ("connectivity_score", Bad::Low),
+        ],
+        _ => &[
+            ("cluster_balance", Bad::High),
+            ("centroid_drift", Bad::High),
+            ("scan_cost_factor", Bad::High),
+        ],
+    }
+}
+
+fn notify(payload: Value) {
+    let _ = Spi::run_with_args(
+        "SELECT pg_notify('ruvector_healing', $1)",
+        &[payload.to_string().into()],
+    );
+}
+
+fn history(schema: &str, index: &str, metric: &str) -> Vec<f64> {
+    let sql = match metric {
+        "recall" | "probe_ms" => format!(
+            "SELECT {metric} FROM ruvector_healing.observations
+              WHERE schema_name = $1 AND index_name = $2 AND {metric} IS NOT NULL
+              ORDER BY observed_at DESC LIMIT 200"
+        ),
+        _ => "SELECT (metrics->>$3)::float8 FROM ruvector_healing.observations
+               WHERE schema_name = $1 AND index_name = $2 AND metrics ? $3
+               ORDER BY observed_at DESC LIMIT 200"
+            .to_string(),
+    };
+    let mut v: Vec<f64> = Spi::connect(|c| {
+        let args: Vec<pgrx::datum::DatumWithOid> = if matches!(metric, "recall" | "probe_ms") {
+            vec![schema.into(), index.into()]
+        } else {
+            vec![schema.into(), index.into(), metric.into()]
+        };
+        c.select(&sql, None, &args)
+            .map(|rows| {
+                rows.filter_map(|r| r.get::<f64>(1).ok().flatten())
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    v.reverse();
+    v
+}
+
+/// Whether the recall probe of an index is due.
+fn recall_due(schema: &str, index: &str) -> bool {
+    let every = config::RECALL_INTERVAL_S.get();
+    if every <= 0 {
+        return false;
+    }
+    Spi::get_one_with_args::<bool>(
+        "SELECT NOT EXISTS (SELECT 1 FROM ruvector_healing.observations
+                             WHERE schema_name = $1 AND index_name = $2 AND recall IS NOT NULL
+                               AND observed_at > now() - make_interval(secs => $3))",
+        &[schema.into(), index.into(), (every as f64).into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(true)
+}
+
+fn ext_schema() -> String {
+    Spi::get_one::<String>(
+        "SELECT quote_ident(n.nspname) FROM pg_extension e
+           JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'ruvector_healing'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| "public".into())
+}
+
+/// Recall@10 and mean index-scan latency of a probe on the index.
+fn probe(index: pg_sys::Oid) -> Option<(f64, f64)> {
+    let sql = format!(
+        "SELECT {}.ruvector_dag_recall_estimate($1::oid::regclass, $2, 10)",
+        ext_schema()
+    );
+    let r = Spi::get_one_with_args::<JsonB>(
+        &sql,
+        &[index.into(), config::RECALL_SAMPLE_SIZE.get().into()],
+    )
+    .ok()
+    .flatten()?
+    .0;
+    Some((r["recall"].as_f64()?, r["ann_mean_query_ms"].as_f64()?))
+}
+
+/// Health reports of leaf indexes (a partitioned index reports partitions).
+fn leaves(report: &Value, out: &mut Vec<Value>) {
+    match report.get("partitions").and_then(Value::as_array) {
+        Some(parts) => parts.iter().for_each(|p| leaves(p, out)),
+        None => out.push(report.clone()),
+    }
+}
+
+/// Inspects, observes and records the issues of one table's indexes.
+fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &mut Outcome) {
+    let sensitivity = config::ANOMALY_SENSITIVITY.get();
+    let threshold = config::THRESHOLD.get();
+    let policies: Vec<_> = indexes
+        .iter()
+        .map(|(o, s, n, ..)| (*o, policy(s, n)))
+        .collect();
+    let (reports, found) = inspect_table(table, |oid| {
+        match policies.iter().find(|(o, _)| *o == oid) {
+            Some((_, p)) if p.excluded => None,
+            Some((_, p)) => Some(p.thresholds()),
+            None => Some(crate::detect::index_health::Thresholds::default()),
+        }
+    });
+    let mut found: Vec<(String, String, String, u32, Value)> = found
+        .into_iter()
+        .map(|(idx, i)| {
+            (
+                idx,
+                i.kind.name().to_string(),
+                i.severity.name().to_string(),
+                i.priority,
+                i.details,
+            )
+        })
+        .collect();
+    let mut flat = Vec::new();
+    reports.iter().for_each(|r| leaves(r, &mut flat));
+    for (oid, schema, name, _, am) in indexes {
+        let qualified = format!("{}.{}", quote(schema), quote(name));
+        let Some(report) = flat.iter().find(|r| {
+            r["index"].as_str().is_some_and(|i| {
+                i == qualified || i == name.as_str() || i == format!("{schema}.{name}")
+            })
+        }) else {
+            continue; // excluded, invalid, or a kept backup
+        };
+        if report.get("valid") == Some(&Value::Bool(false)) {
+            continue;
+        }
+        out.indexes += 1;
+        let mut metrics = Map::new();
+        for (m, _) in watched(am) {
+            if let Some(v) = report.get(*m).and_then(Value::as_f64) {
+                metrics.insert((*m).to_string(), json!(v));
+            }
+        }
+        let mut current: Vec<(&str, f64, Bad)> = watched(am)
+            .iter()
+            .filter_map(|(m, b)| metrics.get(*m).and_then(Value::as_f64).map(|v| (*m, v, *b)))
+            .collect();
+        let probed = if recall_due(schema, name) {
+            step(
+                unsafe { pg_sys::MyDatabaseId }.to_u32(),
+                &format!("recall probe of {qualified}"),
+            );
+            probe(*oid)
+        } else {
+            None
+        };
+        if let Some((recall, ms)) = probed {
+            current.push(("recall", recall, Bad::Low));
+            current.push(("probe_ms", ms, Bad::High));
+        }
+        for (metric, value, bad) in current {
+            let past = history(schema, name, metric);
+            if let Some(a) = anomaly::detect(&past, value, bad, sensitivity, threshold) {
+                let priority = match a.severity {
+                    crate::diagnose::Severity::Critical => 100,
+                    crate::diagnose::Severity::High => 80,
+                    crate::diagnose::Severity::Medium => 50,
+                    crate::diagnose::Severity::Low => 20,
+                };
+                found.push((
+                    report["index"].as_str().unwrap_or(name).to_string(),
+                    format!("anomaly_{metric}"),
+                    a.severity.name().to_string(),
+                    priority,
+                    json!({"metric": metric, "anomaly": a}),
+                ));
+            }
+        }
+        if !standby {
+            let _ = Spi::run_with_args(
+                "INSERT INTO ruvector_healing.observations
+                        (index_oid, schema_name, index_name, table_oid, metrics, recall, probe_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    (*oid).into(),
+                    schema.clone().into(),
+                    name.clone().into(),
+                    table.into(),
+                    JsonB(Value::Object(metrics)).into(),
+                    probed.map(|p| p.0).into(),
+                    probed.map(|p| p.1).into(),
+                ],
+            );
+        }
+    }
+    if standby {
+        // Read-only: count what was found, record nothing.
+        out.open_issues += found.len() as u32;
+        return;
+    }
+    let mut kept = Vec::new();
+    for (index, kind, severity, priority, details) in &found {
+        let id = record(index, table, kind, severity, *priority, details);
+        kept.push(id);
+        let first = Spi::get_one_with_args::<i32>(
+            "SELECT times_seen FROM ruvector_healing.issues WHERE issue_id = $1",
+            &[id.into()],
+        )
+        .ok()
+        .flatten()
+            == Some(1);
+        if first {
+            out.new_issues += 1;
+            notify(
+                json!({"event": "issue", "database": current_db(), "issue_id": id,
+                "index": index, "kind": kind, "severity": severity, "priority": priority,
+                "details": details}),
+            );
+        }
+    }
+    out.open_issues += kept.len() as u32;
+    let _ = Spi::run_with_args(
+        "SELECT ruvector_healing.resolve_issues($1, $2, true)",
+        &[table.into(), kept.into()],
+    );
+}
+
+fn quote(s: &str) -> String {
+    Spi::get_one_with_args::<String>("SELECT quote_ident($1)", &[s.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| s.to_string())
+}
+
+fn current_db() -> String {
+    Spi::get_one::<String>("SELECT current_database()::text")
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Whether automatic repairs may start now, and why not.
+fn repairs_allowed(standby: bool) -> Result<(), String> {
+    if standby {
+        return Err("standby".into());
+    }
+    if !config::ENABLED.get() {
+        return Err("ruvector.dag_healing_enabled is off".into());
+    }
+    if !config::AUTO_REPAIR.get() {
+        return Err("ruvector.dag_healing_auto_repair is off".into());
+    }
+    let ranges = window::parse(&config::maintenance_window()).map_err(|e| {
+        pgrx::warning!("ruvector_healing: {e}; no automatic repair starts until it is fixed");
+        e
+    })?;
+    let (dow, minute) = Spi::get_two::<i32, i32>(
+        "SELECT (extract(isodow FROM now())::int - 1), (extract(hour FROM now()) * 60 + extract(minute FROM now()))::int",
+    )
+    .ok()
+    .and_then(|(a, b)| Some((a?, b?)))
+    .unwrap_or((0, 0));
+    if window::inside(&ranges, dow as u8, minute as u32) {
+        Ok(())
+    } else {
+        Err("outside ruvector.dag_healing_maintenance_window".into())
+    }
+}
+
+/// Open, repairable issues worth a request: the most urgent per table,
+/// skipping indexes with a repair in flight, repaired or refused within the
+/// cooldown, and issues that used up their attempts (the repair worker
+/// would refuse them: this keeps the history free of a refusal per cycle).
+/// A repair a crash rolled back is retried at the next cycle.
+fn candidates() -> Vec<(pg_sys::Oid, i64, String, String)> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT DISTINCT ON (i.table_oid) i.index_oid, i.issue_id, n.nspname::text, cl.relname::text
+               FROM ruvector_healing.issues i
+               JOIN pg_class cl ON cl.oid = i.index_oid
+               JOIN pg_namespace n ON n.oid = cl.relnamespace
+               JOIN pg_index x ON x.indexrelid = i.index_oid AND x.indisvalid
+              WHERE i.status = 'open' AND i.kind NOT LIKE 'anomaly\\_%' AND i.kind <> 'invalid_index'
+                AND NOT EXISTS (
+                      SELECT 1 FROM ruvector_healing.repairs r
+                       WHERE r.table_oid = i.table_oid AND r.relname = cl.relname AND NOT r.dry_run
+                         AND (r.status IN ('planned','building','validating','swapping','swapped',
+                                           'retiring','rolling_back')
+                              OR (r.status IN ('done', 'refused')
+                                  AND r.finished_at > now() - make_interval(secs => $1))))
+                AND (SELECT count(*) FROM ruvector_healing.repairs r
+                      WHERE r.issue_id = i.issue_id AND r.status IN ('done','failed','rolled_back')) < $2
+              ORDER BY i.table_oid, i.priority DESC, i.issue_id",
+            None,
+            &[
+                (config::COOLDOWN_S.get() as f64).into(),
+                (config::MAX_ATTEMPTS.get() as i64).into(),
+            ],
+        )
+        .map(|rows| {
+            rows.filter_map(|r| {
+                Some((
+                    r.get::<pg_sys::Oid>(1).ok()??,
+                    r.get::<i64>(2).ok()??,
+                    r.get::<String>(3).ok()??,
+                    r.get::<String>(4).ok()??,
+                ))
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+    })
+}
+
+fn request_repairs(db: u32) {
+    let list = tx(candidates).unwrap_or_default();
+    for (index, issue, schema, name) in list {
+        let p = tx(|| policy(&schema, &name)).unwrap_or_default();
+        if p.excluded || p.strategy == "none" {
+            continue;
+        }
+        step(db, &format!("requesting a repair of {schema}.{name}"));
+        let r = tx(|| {
+            crate::api::repair::request(
+                Some(index),
+                Some(&p.strategy),
+                false,
+                Some(issue),
+                Some("background cycle"),
+            )
+        });
+        match r {
+            Ok(id) => pgrx::log!(
+                "ruvector_healing: repair {id} of {schema}.{name} requested for issue {issue}"
+            ),
+            Err(e) => {
+                let _ = tx(|| {
+                    notify(
+                        json!({"event": "repair_not_requested", "database": current_db(),
+                        "index": format!("{schema}.{name}"), "issue_id": issue, "error": e.message}),
+                    )
+                });
+                pgrx::log!(
+                    "ruvector_healing: no repair of {schema}.{name} for issue {issue}: {}",
+                    e.message
+                );
+            }
+        }
+    }
+}
+
+fn run(db: u32) -> Outcome {
+    let standby = unsafe { pg_sys::RecoveryInProgress() };
+    let mut out = Outcome {
+        standby,
+        ..Default::default()
+    };
+    if !standby {
+        step(db, "recovering interrupted repairs");
+        crate::repair::recovery::recover_orphans(0);
+    }
+    let all = tx(monitored).unwrap_or_default();
+    let mut tables: Vec<pg_sys::Oid> = all.iter().map(|m| m.3).collect();
+    tables.dedup();
+    for table in tables {
+        let mine: Vec<Monitored> = all.iter().filter(|m| m.3 == table).cloned().collect();
+        step(
+            db,
+            &format!("checking the indexes of table {}", table.to_u32()),
+        );
+        if let Err(e) = tx(|| check_table(table, &mine, standby, &mut out)) {
+            pgrx::log!(
+                "ruvector_healing: cycle check of table {} failed: {}",
+                table.to_u32(),
+                e.message
+            );
+        }
+    }
+    match tx(|| repairs_allowed(standby)) {
+        Ok(Ok(())) => request_repairs(db),
+        Ok(Err(why)) => pgrx::debug1!("ruvector_healing: no automatic repairs: {why}"),
+        Err(e) => pgrx::log!("ruvector_healing: {}", e.message),
+    }
+    if !standby {
+        step(db, "retiring backups and purging history");
+        crate::repair::recovery::retire_backups();
+        let days = config::HISTORY_RETENTION_DAYS.get();
+        let _ = tx(|| {
+            let _ = Spi::run_with_args(
+                "DELETE FROM ruvector_healing.observations
+                  WHERE observed_at < now() - make_interval(days => $1)",
+                &[days.into()],
+            );
+            Spi::run_with_args(
+                "DELETE FROM ruvector_healing.issues
+                  WHERE status = 'resolved' AND resolved_at < now() - make_interval(days => $1)",
+                &[days.into()],
+            )
+        });
+    }
+    out
+}

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 use serde_json::Value;
 
@@ -188,6 +189,9 @@ fn the_worker_heals_degraded_indexes_alone() {
     // Clients listening were told of each issue and each repair outcome.
     let notes: Vec<Value> = c
         .notifications()
+        .iter()
+        .collect::<Vec<_>>()
+        .unwrap()
         .iter()
         .filter(|n| n.channel() == "ruvector_healing")
         .map(|n| serde_json::from_str(n.payload()).unwrap())

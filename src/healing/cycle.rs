@@ -233,21 +233,11 @@ fn recall_due(schema: &str, index: &str) -> bool {
     .unwrap_or(true)
 }
 
-fn ext_schema() -> String {
-    Spi::get_one::<String>(
-        "SELECT quote_ident(n.nspname) FROM pg_extension e
-           JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'ruvector_healing'",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| "public".into())
-}
-
 /// Recall@10 and mean index-scan latency of a probe on the index.
 fn probe(index: pg_sys::Oid) -> Option<(f64, f64)> {
     let sql = format!(
         "SELECT {}.ruvector_dag_recall_estimate($1::oid::regclass, $2, 10)",
-        ext_schema()
+        crate::repair::catalog::ext_schema()
     );
     let r = Spi::get_one_with_args::<JsonB>(
         &sql,

@@ -275,20 +275,32 @@ impl LocalSettings {
     }
 
     pub fn set(&self, name: &str, value: &str) {
-        let name = CString::new(name).expect("setting name");
-        let value = CString::new(value).expect("setting value");
-        unsafe {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                pgrx::PgLogLevel::ERROR as i32,
-                false,
-            );
-        }
+        set_option(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
+    }
+}
+
+/// Sets a setting for this session (`GUC_ACTION_SET`) or until the
+/// current GUC nest level ends (`GUC_ACTION_SAVE`); an invalid value is an
+/// ERROR, as for `SET`, with the current role's rights.
+pub fn set_option(name: &str, value: &str, action: pg_sys::GucAction::Type) {
+    let name = CString::new(name).expect("setting name");
+    let value = CString::new(value).expect("setting value");
+    unsafe {
+        let context = if pg_sys::superuser() {
+            pg_sys::GucContext::PGC_SUSET
+        } else {
+            pg_sys::GucContext::PGC_USERSET
+        };
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            context,
+            pg_sys::GucSource::PGC_S_SESSION,
+            action,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
     }
 }
 

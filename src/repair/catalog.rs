@@ -212,3 +212,14 @@ pub fn tuple_stats(table: pg_sys::Oid) -> (i64, i64) {
     .map(|(d, l)| (d.unwrap_or(0), l.unwrap_or(0)))
     .unwrap_or((0, 0))
 }
+
+/// The extension's schema, quoted (the worker's search_path is pg_catalog).
+pub fn ext_schema() -> String {
+    Spi::get_one::<String>(
+        "SELECT quote_ident(n.nspname) FROM pg_extension e
+           JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'ruvector_healing'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| "public".into())
+}

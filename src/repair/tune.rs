@@ -14,16 +14,6 @@ use super::worker::*;
 
 // ------------------------------------------------------------------ tune
 
-pub(crate) fn ext_schema() -> String {
-    Spi::get_one::<String>(
-        "SELECT quote_ident(n.nspname) FROM pg_extension e
-           JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'ruvector_healing'",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| "public".into())
-}
-
 pub(crate) fn tune(
     row: &RepairRow,
     s: &RepairSettings,
@@ -54,7 +44,7 @@ pub(crate) fn tune(
     let report = flatten(in_transaction(deadline, || {
         let sql = format!(
             "SELECT {}.ruvector_dag_tune_search($1::oid::regclass, $2, 10, 100)",
-            ext_schema()
+            super::catalog::ext_schema()
         );
         Spi::get_one_with_args::<JsonB>(&sql, &[f.oid.into(), s.target_recall.into()])
             .ok()

@@ -106,20 +106,7 @@ pub(crate) fn nap(ms: i64) {
 }
 
 pub(crate) fn set_session(name: &str, value: &str) {
-    let n = CString::new(name).expect("name");
-    let v = CString::new(value).expect("value");
-    unsafe {
-        pg_sys::set_config_option(
-            n.as_ptr(),
-            v.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SET,
-            true,
-            pgrx::PgLogLevel::ERROR as i32,
-            false,
-        );
-    }
+    crate::recall::scan::set_option(name, value, pg_sys::GucAction::GUC_ACTION_SET);
 }
 
 #[pg_guard]

@@ -6,6 +6,7 @@
 use std::fs;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 use serde_json::Value;
@@ -557,4 +558,31 @@ pub fn ivfflat_census(pages: &[Vec<u8>], decode_centers: bool) -> Vec<IvfListRaw
 pub fn vector_literal(v: &[f32]) -> String {
     let parts: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
     format!("[{}]", parts.join(","))
+}
+
+/// `INSERT`s `rows` random vectors of `dim` dimensions, uniform in
+/// `[lo, lo + span)` (`+ g * 0` makes the subquery run per row).
+pub fn random_rows(table: &str, rows: i64, dim: i32, lo: f64, span: f64) -> String {
+    format!(
+        "INSERT INTO {table} (embedding) SELECT array(SELECT {lo} + random() * {span} + g * 0
+           FROM generate_series(1, {dim}))::vector FROM generate_series(1, {rows}) g"
+    )
+}
+
+/// Connects once the server accepts connections again (after a crash or
+/// a restart), within two minutes.
+pub fn wait_for_server(db: &str) -> Client {
+    let started = Instant::now();
+    loop {
+        if let Ok(mut c) = try_connect_as(db, "postgres") {
+            if c.query_one("SELECT 1", &[]).is_ok() {
+                return c;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the server did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

@@ -75,6 +75,21 @@ fn oid_of(c: &mut Client, rel: &str) -> i64 {
     query_i64(c, &format!("SELECT '{rel}'::regclass::oid::int8"))
 }
 
+/// Table `t (id, embedding vector(dim))` with `rows` random rows (`with`:
+/// table storage options, e.g. `WITH (autovacuum_enabled = off)`) and
+/// `CREATE INDEX t_idx ON t USING <using>`.
+fn indexed_table(c: &mut Client, dim: i32, rows: i64, with: &str, using: &str) {
+    exec(
+        c,
+        &format!(
+            "CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector({dim})) {with};
+             {};
+             CREATE INDEX t_idx ON t USING {using};",
+            random_rows("t", rows, dim, 0.0, 1.0)
+        ),
+    );
+}
+
 /// Mean recall@10 over the query rows `ids`, measured in SQL: exact top 10
 /// with index scans disabled against the index's top 10, both through
 /// `ORDER BY embedding <-> q LIMIT 10`. `setting` is applied for the index
@@ -124,27 +139,21 @@ fn sample_ids(c: &mut Client, table: &str, n: i64) -> Vec<i64> {
     .collect()
 }
 
-fn random_rows(table: &str, rows: i64, dim: i32, lo: f64, span: f64) -> String {
-    format!(
-        "INSERT INTO {table} (embedding) SELECT array(SELECT {lo} + random() * {span} + g * 0
-           FROM generate_series(1, {dim}))::vector FROM generate_series(1, {rows}) g"
-    )
-}
-
 #[test]
 fn degraded_hnsw_is_rebuilt() {
     let db = TestDb::new("rep_hnsw");
     let mut c = db.connect();
+    indexed_table(
+        &mut c,
+        16,
+        30_000,
+        "WITH (autovacuum_enabled = off)",
+        "hnsw (embedding vector_l2_ops) WITH (m = 8, ef_construction = 32)",
+    );
     exec(
         &mut c,
-        &format!(
-            "CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector(16)) WITH (autovacuum_enabled = off);
-             {};
-             CREATE INDEX t_idx ON t USING hnsw (embedding vector_l2_ops) WITH (m = 8, ef_construction = 32);
-             COMMENT ON INDEX t_idx IS 'the search index';
+        "COMMENT ON INDEX t_idx IS 'the search index';
              DELETE FROM t WHERE id % 4 = 0;",
-            random_rows("t", 30_000, 16, 0.0, 1.0)
-        ),
     );
     exec(&mut c, "VACUUM t");
     exec(
@@ -469,22 +478,6 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-fn wait_for_server(db: &str) -> Client {
-    let started = Instant::now();
-    loop {
-        if let Ok(mut c) = try_connect_as(db, "postgres") {
-            if c.query_one("SELECT 1", &[]).is_ok() {
-                return c;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the server did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 fn immediate_restart() {
     let st = settings();
     let pg_ctl = format!("{}/pg_ctl", st.pgbin);
@@ -544,14 +537,12 @@ enum Crash {
 fn crash_at_every_step_leaves_one_valid_index() {
     let mut db = TestDb::new("rep_crash");
     let mut c = db.connect();
-    exec(
+    indexed_table(
         &mut c,
-        &format!(
-            "CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector(8));
-             {};
-             CREATE INDEX t_idx ON t USING hnsw (embedding vector_l2_ops) WITH (m = 8, ef_construction = 32);",
-            random_rows("t", 8_000, 8, 0.0, 1.0)
-        ),
+        8,
+        8_000,
+        "",
+        "hnsw (embedding vector_l2_ops) WITH (m = 8, ef_construction = 32)",
     );
     let before = checksum(&mut c, "t");
     let points = [
@@ -665,15 +656,7 @@ fn crash_at_every_step_leaves_one_valid_index() {
 fn repair_timeout_drops_the_shadow() {
     let db = TestDb::new("rep_timeout");
     let mut c = db.connect();
-    exec(
-        &mut c,
-        &format!(
-            "CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector(8));
-             {};
-             CREATE INDEX t_idx ON t USING hnsw (embedding vector_l2_ops);",
-            random_rows("t", 2_000, 8, 0.0, 1.0)
-        ),
-    );
+    indexed_table(&mut c, 8, 2_000, "", "hnsw (embedding vector_l2_ops)");
     let oid = oid_of(&mut c, "t_idx");
     let mut holder = db.connect();
     exec(
@@ -703,14 +686,12 @@ fn repair_timeout_drops_the_shadow() {
 fn failed_validation_keeps_the_original_and_rollback_restores_it() {
     let db = TestDb::new("rep_validate");
     let mut c = db.connect();
-    exec(
+    indexed_table(
         &mut c,
-        &format!(
-            "CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector(16));
-             {};
-             CREATE INDEX t_idx ON t USING hnsw (embedding vector_l2_ops) WITH (m = 4, ef_construction = 16);",
-            random_rows("t", 10_000, 16, 0.0, 1.0)
-        ),
+        16,
+        10_000,
+        "",
+        "hnsw (embedding vector_l2_ops) WITH (m = 4, ef_construction = 16)",
     );
     let oid = oid_of(&mut c, "t_idx");
     let def: String = c
@@ -803,15 +784,7 @@ fn failed_validation_keeps_the_original_and_rollback_restores_it() {
 fn bad_requests_change_nothing() {
     let mut db = TestDb::new("rep_bad");
     let mut c = db.connect();
-    exec(
-        &mut c,
-        &format!(
-            "CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector(8));
-             {};
-             CREATE INDEX t_idx ON t USING hnsw (embedding vector_l2_ops);",
-            random_rows("t", 2_000, 8, 0.0, 1.0)
-        ),
-    );
+    indexed_table(&mut c, 8, 2_000, "", "hnsw (embedding vector_l2_ops)");
     let oid = oid_of(&mut c, "t_idx");
     let count = |c: &mut Client| query_i64(c, "SELECT count(*) FROM ruvector_healing.repairs");
     let n0 = count(&mut c);
@@ -904,16 +877,14 @@ fn bad_requests_change_nothing() {
 fn vacuum_and_tuning_strategies() {
     let db = TestDb::new("rep_vac");
     let mut c = db.connect();
-    exec(
+    indexed_table(
         &mut c,
-        &format!(
-            "CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector(8)) WITH (autovacuum_enabled = off);
-             {};
-             CREATE INDEX t_idx ON t USING hnsw (embedding vector_l2_ops) WITH (m = 8);
-             DELETE FROM t WHERE id % 10 = 0;",
-            random_rows("t", 5_000, 8, 0.0, 1.0)
-        ),
+        8,
+        5_000,
+        "WITH (autovacuum_enabled = off)",
+        "hnsw (embedding vector_l2_ops) WITH (m = 8)",
     );
+    exec(&mut c, "DELETE FROM t WHERE id % 10 = 0;");
     let before = checksum(&mut c, "t");
     let oid = oid_of(&mut c, "t_idx");
     // Vacuum: the deleted rows' elements are marked deleted in the graph.

@@ -58,13 +58,6 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn rows(table: &str, n: i64, dim: i32, lo: f64, span: f64) -> String {
-    format!(
-        "INSERT INTO {table} (embedding) SELECT array(SELECT {lo} + random() * {span} + g * 0
-           FROM generate_series(1, {dim}))::vector FROM generate_series(1, {n}) g"
-    )
-}
-
 /// A drifted IVFFlat index (stale_training), an HNSW index with most
 /// elements deleted (fragmentation), and a healthy HNSW index.
 fn degraded(c: &mut Client) {
@@ -82,10 +75,10 @@ fn degraded(c: &mut Client) {
              CREATE TABLE fine (id bigserial PRIMARY KEY, embedding vector(8));
              {};
              CREATE INDEX fine_idx ON fine USING hnsw (embedding vector_l2_ops) WITH (m = 8);",
-            rows("drift", 1_000, 8, 0.0, 0.3),
-            rows("drift", 20_000, 8, 0.5, 0.5),
-            rows("frag", 6_000, 8, 0.0, 1.0),
-            rows("fine", 3_000, 8, 0.0, 1.0),
+            random_rows("drift", 1_000, 8, 0.0, 0.3),
+            random_rows("drift", 20_000, 8, 0.5, 0.5),
+            random_rows("frag", 6_000, 8, 0.0, 1.0),
+            random_rows("fine", 3_000, 8, 0.0, 1.0),
         ),
     );
     exec(c, "VACUUM frag");
@@ -114,7 +107,7 @@ fn the_worker_heals_degraded_indexes_alone() {
         &format!(
             "CREATE TABLE fine (id bigserial PRIMARY KEY, embedding vector(8)); {};
              CREATE INDEX fine_idx ON fine USING hnsw (embedding vector_l2_ops);",
-            rows("fine", 2_000, 8, 0.0, 1.0)
+            random_rows("fine", 2_000, 8, 0.0, 1.0)
         ),
     );
     exec(&mut c, "LISTEN ruvector_healing");
@@ -281,14 +274,8 @@ fn killed_launcher_and_repair_worker_come_back() {
         .status()
         .unwrap();
     // The postmaster restarts every backend after a crash: reconnect.
-    let mut c = loop {
-        std::thread::sleep(Duration::from_millis(500));
-        if let Ok(mut c) = try_connect_as(&a.name, "postgres") {
-            if c.query_one("SELECT 1", &[]).is_ok() {
-                break c;
-            }
-        }
-    };
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c = wait_for_server(&a.name);
     a.crashes_expected();
     wait_until("the launcher back", 60, || {
         let h = healing(&mut c);
@@ -319,14 +306,7 @@ fn killed_launcher_and_repair_worker_come_back() {
         .status()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let mut c = loop {
-        if let Ok(mut c) = try_connect_as(&a.name, "postgres") {
-            if c.query_one("SELECT 1", &[]).is_ok() {
-                break c;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let mut c = wait_for_server(&a.name);
     a.crashes_expected();
     wait_until("the launcher back after its own kill", 60, || {
         let h = healing(&mut c);
@@ -349,7 +329,7 @@ fn databases_created_and_dropped_while_running() {
             &format!(
                 "CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector(8)); {};
                  CREATE INDEX t_idx ON t USING hnsw (embedding vector_l2_ops);",
-                rows("t", 1_000, 8, 0.0, 1.0)
+                random_rows("t", 1_000, 8, 0.0, 1.0)
             ),
         );
         wait_until("a cycle of the new database", 60, || {
@@ -376,7 +356,7 @@ fn overhead_of_twenty_healthy_indexes() {
             &format!(
                 "CREATE TABLE t{i} (id bigserial PRIMARY KEY, embedding vector(16)); {};
                  CREATE INDEX t{i}_idx ON t{i} USING hnsw (embedding vector_l2_ops);",
-                rows(&format!("t{i}"), 2_000, 16, 0.0, 1.0)
+                random_rows(&format!("t{i}"), 2_000, 16, 0.0, 1.0)
             ),
         );
     }

@@ -221,7 +221,7 @@ fn switching_healing_off_stops_cycles_and_repairs() {
         ("ruvector.dag_healing_enabled", "off"),
     ]);
     std::thread::sleep(Duration::from_secs(5));
-    assert!(database(&healing(&mut c), &a.name).map_or(true, |d| d["cycles"] == 0));
+    assert!(database(&healing(&mut c), &a.name).is_none_or(|d| d["cycles"] == 0));
     assert_eq!(repairs(&mut c).len(), 0, "repairs while healing is off");
     drop(s);
     let _s = SystemSettings::set(&[

@@ -275,22 +275,28 @@ impl LocalSettings {
     }
 
     pub fn set(&self, name: &str, value: &str) {
-        set_option(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
+        set_option(
+            name,
+            value,
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+        );
     }
 }
 
 /// Sets a setting for this session (`GUC_ACTION_SET`) or until the
 /// current GUC nest level ends (`GUC_ACTION_SAVE`); an invalid value is an
-/// ERROR, as for `SET`, with the current role's rights.
-pub fn set_option(name: &str, value: &str, action: pg_sys::GucAction::Type) {
+/// ERROR, as for `SET`. `context`: the rights it is set with
+/// (`PGC_USERSET` for a user's measurement, `PGC_SUSET` for a worker).
+pub fn set_option(
+    name: &str,
+    value: &str,
+    context: pg_sys::GucContext::Type,
+    action: pg_sys::GucAction::Type,
+) {
     let name = CString::new(name).expect("setting name");
     let value = CString::new(value).expect("setting value");
     unsafe {
-        let context = if pg_sys::superuser() {
-            pg_sys::GucContext::PGC_SUSET
-        } else {
-            pg_sys::GucContext::PGC_USERSET
-        };
         pg_sys::set_config_option(
             name.as_ptr(),
             value.as_ptr(),

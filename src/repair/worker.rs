@@ -106,7 +106,12 @@ pub(crate) fn nap(ms: i64) {
 }
 
 pub(crate) fn set_session(name: &str, value: &str) {
-    crate::recall::scan::set_option(name, value, pg_sys::GucAction::GUC_ACTION_SET);
+    crate::recall::scan::set_option(
+        name,
+        value,
+        pg_sys::GucContext::PGC_SUSET,
+        pg_sys::GucAction::GUC_ACTION_SET,
+    );
 }
 
 #[pg_guard]

@@ -38,7 +38,14 @@ fn library_is_preloaded_and_settings_have_spec_defaults() {
     assert!(crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed));
     let c = serde_json::to_value(HealingConfig::current()).unwrap();
     assert_eq!(c["enabled"], Value::Bool(true));
-    assert_eq!(c["interval_ms"], 300_000);
+    // The test server sets a day between cycles; the default is 5 minutes.
+    assert_eq!(c["interval_ms"], 86_400_000);
+    let boot = Spi::get_one::<String>(
+        "SELECT boot_val FROM pg_settings WHERE name = 'ruvector.dag_healing_interval_ms'",
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(boot, "300000");
     assert_eq!(c["threshold"], 0.3);
     assert_eq!(c["anomaly_sensitivity"], 0.7);
     assert_eq!(c["max_concurrent_repairs"], 3);

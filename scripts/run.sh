@@ -43,12 +43,15 @@ PGOPTIONS="-c client_min_messages=warning" pg_psql "$RUN_PORT" -d "$DB" \
     -c "CREATE EXTENSION IF NOT EXISTS vector" \
     -c "CREATE EXTENSION IF NOT EXISTS ruvector_healing"
 
+launcher="$(pg_psql "$RUN_PORT" -d "$DB" -tAc "SELECT ruvector_dag_healing_status()->'healing'->'launcher'->>'pid'")"
 cat <<EOF
 
 ==> Postgres is running with ruvector_healing (data: $DATA, log: $DATA/server.log).
     Connect with:
       $PG_BIN/psql -h 127.0.0.1 -p $RUN_PORT -U postgres $DB
+    The healing launcher runs (pid ${launcher:-not started yet}); each database's first
+    cycle starts one ruvector.dag_healing_interval_ms (5 min) after the server started.
     Example:
-      SELECT ruvector_dag_healing_status();
+      SELECT ruvector_dag_healing_status()->'healing';
     Run 'bash scripts/run.sh' again to stop the server.
 EOF

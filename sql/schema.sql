@@ -215,9 +215,10 @@ BEGIN
         END IF;
         FOR k IN SELECT jsonb_object_keys(p_thresholds) LOOP
             IF k NOT IN ('max_fragmentation', 'max_unreachable', 'max_unreachable_ratio',
-                         'min_connectivity', 'max_cluster_balance', 'max_centroid_drift') THEN
+                         'min_connectivity', 'max_cluster_balance', 'max_centroid_drift',
+                         'max_dead_share', 'min_dead_tuples') THEN
                 RAISE EXCEPTION 'unknown threshold "%"', k USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'thresholds: max_fragmentation, max_unreachable, max_unreachable_ratio, min_connectivity, max_cluster_balance, max_centroid_drift';
+                    HINT = 'thresholds: max_fragmentation, max_unreachable, max_unreachable_ratio, min_connectivity, max_cluster_balance, max_centroid_drift, max_dead_share, min_dead_tuples';
             END IF;
             IF jsonb_typeof(p_thresholds->k) <> 'number' OR (p_thresholds->>k)::float8 < 0 THEN
                 RAISE EXCEPTION 'threshold "%" must be a non-negative number', k

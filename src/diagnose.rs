@@ -12,6 +12,7 @@ pub enum IssueKind {
     UnbalancedClusters,
     StaleTraining,
     InvalidIndex,
+    DeadTuples,
 }
 
 impl IssueKind {
@@ -23,7 +24,23 @@ impl IssueKind {
             IssueKind::UnbalancedClusters => "unbalanced_clusters",
             IssueKind::StaleTraining => "stale_training",
             IssueKind::InvalidIndex => "invalid_index",
+            IssueKind::DeadTuples => "dead_tuples",
         }
+    }
+
+    pub fn parse(name: &str) -> Option<IssueKind> {
+        use IssueKind::*;
+        [
+            Fragmentation,
+            UnreachableElements,
+            PoorConnectivity,
+            UnbalancedClusters,
+            StaleTraining,
+            InvalidIndex,
+            DeadTuples,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 }
 

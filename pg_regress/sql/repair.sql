@@ -11,7 +11,6 @@ SELECT ruvector_dag_repair_index('rep_btree');
 SELECT ruvector_dag_repair_index('rep_items');
 SELECT ruvector_dag_repair_index('rep_hnsw', 'reindex');
 SELECT ruvector_dag_repair_index('rep_hnsw', NULL);
-SELECT ruvector_dag_repair_index('rep_ivf', 'vacuum');
 SELECT ruvector_dag_repair_index('rep_hnsw', 'auto');
 SELECT ruvector_dag_repair('rep_items', 12345);
 SELECT ruvector_dag_repair('rep_items', NULL);

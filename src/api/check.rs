@@ -62,6 +62,17 @@ fn repair_role(index: pg_sys::Oid) -> Option<String> {
     .flatten()
 }
 
+/// Dead and live rows of a table from the statistics system (`None` for a
+/// partitioned parent, whose partitions report their own).
+fn heap_tuples(table: pg_sys::Oid) -> Option<(i64, i64)> {
+    Spi::get_two_with_args::<i64, i64>(
+        "SELECT n_dead_tup, n_live_tup FROM pg_stat_all_tables WHERE relid = $1",
+        &[table.into()],
+    )
+    .ok()
+    .and_then(|(d, l)| Some((d?, l?)))
+}
+
 fn check_table(table: pg_sys::Oid) -> (String, char) {
     let row = Spi::get_two_with_args::<String, String>(
         "SELECT c.oid::regclass::text, c.relkind::text FROM pg_class c WHERE c.oid = $1",
@@ -96,10 +107,11 @@ pub(crate) fn issues_of(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let found = match am {
+    let mut found = match am {
         Am::Hnsw => hnsw_issues(m, t),
         Am::IvfFlat => ivfflat_issues(m, t),
     };
+    found.extend(crate::detect::index_health::dead_tuple_issue(m, t));
     out.extend(found.into_iter().map(|i| (name.clone(), i)));
 }
 
@@ -137,7 +149,11 @@ pub(crate) fn inspect_table(
             continue;
         }
         let t = resolve(Some(oid));
-        let h = health_value(&t);
+        let mut h = health_value(&t);
+        if let (Some(m), Some((dead, live))) = (h.as_object_mut(), heap_tuples(t.table_oid)) {
+            m.insert("heap_dead_tuples".into(), json!(dead));
+            m.insert("heap_live_tuples".into(), json!(live));
+        }
         issues_of(&h, t.am, &thresholds, &mut found);
         reports.push(h);
     }

@@ -54,16 +54,7 @@ fn requester() -> String {
 /// Open issues of an index (kind, priority), most urgent first, found by
 /// the last health check; else found now.
 fn issues_of(index: pg_sys::Oid) -> Vec<(crate::diagnose::IssueKind, u32, Option<i64>)> {
-    use crate::diagnose::IssueKind as K;
-    let kind = |s: &str| match s {
-        "fragmentation" => Some(K::Fragmentation),
-        "unreachable_elements" => Some(K::UnreachableElements),
-        "poor_connectivity" => Some(K::PoorConnectivity),
-        "unbalanced_clusters" => Some(K::UnbalancedClusters),
-        "stale_training" => Some(K::StaleTraining),
-        _ => None,
-    };
-    let recorded: Vec<(K, u32, Option<i64>)> = Spi::connect(|c| {
+    let recorded: Vec<(crate::diagnose::IssueKind, u32, Option<i64>)> = Spi::connect(|c| {
         c.select(
             "SELECT kind, priority, issue_id FROM ruvector_healing.issues
               WHERE index_oid = $1 AND status = 'open' ORDER BY priority DESC",
@@ -73,7 +64,8 @@ fn issues_of(index: pg_sys::Oid) -> Vec<(crate::diagnose::IssueKind, u32, Option
         .map(|rows| {
             rows.filter_map(|r| {
                 Some((
-                    kind(&r.get::<String>(1).ok()??)?,
+                    crate::diagnose::IssueKind::parse(&r.get::<String>(1).ok()??)
+                        .filter(|k| *k != crate::diagnose::IssueKind::InvalidIndex)?,
                     r.get::<i32>(2).ok()?? as u32,
                     r.get::<i64>(3).ok()?,
                 ))
@@ -100,9 +92,15 @@ fn issues_of(index: pg_sys::Oid) -> Vec<(crate::diagnose::IssueKind, u32, Option
         .collect()
 }
 
-fn choose_auto(f: &IndexFacts, am: Am) -> (Strategy, Option<i64>, Value) {
+/// The strategy for `issue` (when given) or for the index's most urgent
+/// open issue.
+fn choose_auto(f: &IndexFacts, am: Am, issue: Option<i64>) -> (Strategy, Option<i64>, Value) {
     let issues = issues_of(f.oid);
-    let Some((kind, _, issue_id)) = issues.first().copied() else {
+    let picked = match issue {
+        Some(id) => issues.iter().find(|(_, _, i)| *i == Some(id)).copied(),
+        None => issues.first().copied(),
+    };
+    let Some((kind, _, issue_id)) = picked else {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             &format!("index \"{}\" has no detected issue: nothing to repair", f.qualified),
@@ -209,7 +207,7 @@ pub(crate) fn request(
     let (strategy, issue_id, reason) = match (chosen, issue) {
         (Some(s), _) => (s, issue, json!({"requested": s.name()})),
         (None, _) => {
-            let (s, found, why) = choose_auto(&f, am);
+            let (s, found, why) = choose_auto(&f, am, issue);
             (s, issue.or(found), why)
         }
     };
@@ -384,6 +382,13 @@ fn ruvector_dag_repair(tbl: Option<Regclass>, issue_id: Option<i64>) -> i64 {
     .ok()
     .flatten()
     .unwrap_or_default();
+    if kind.starts_with("anomaly_") {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            &format!("issue {issue} is an anomaly ({kind}): no strategy follows from it alone"),
+            "look at its details, then choose: ruvector_dag_repair_index(index, 'rebuild' | 'vacuum' | 'tune_search')",
+        );
+    }
     if kind == "invalid_index" {
         raise(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,

@@ -22,6 +22,10 @@ pub struct Thresholds {
     pub max_cluster_balance: f64,
     /// IVFFlat: centroid drift (see `metrics::centroid_drift`).
     pub max_centroid_drift: f64,
+    /// Both: dead rows not yet vacuumed as a share of the table's rows
+    /// (`pg_stat_all_tables`), and their least number.
+    pub max_dead_share: f64,
+    pub min_dead_tuples: u64,
 }
 
 impl Default for Thresholds {
@@ -33,6 +37,8 @@ impl Default for Thresholds {
             min_connectivity: 0.8,
             max_cluster_balance: 2.0,
             max_centroid_drift: 0.5,
+            max_dead_share: 0.1,
+            min_dead_tuples: 10_000,
         }
     }
 }
@@ -61,6 +67,12 @@ impl Thresholds {
         if let Some(v) = num("max_centroid_drift") {
             self.max_centroid_drift = v;
         }
+        if let Some(v) = num("max_dead_share") {
+            self.max_dead_share = v;
+        }
+        if let Some(v) = num("min_dead_tuples") {
+            self.min_dead_tuples = v as u64;
+        }
         self
     }
 }
@@ -85,6 +97,35 @@ fn issue(kind: IssueKind, severity: Severity, value: f64, details: Value) -> Ind
         priority: priority(kind, severity, value),
         details,
     }
+}
+
+/// Dead rows the table's statistics report and no vacuum has removed yet
+/// (`heap_dead_tuples`, `heap_live_tuples` in the report): every index scan
+/// meets their entries and throws them away, so a search returns fewer
+/// live rows than it looked at — invisible in the index's own pages.
+pub fn dead_tuple_issue(m: &Map<String, Value>, t: &Thresholds) -> Option<IndexIssue> {
+    let dead = m.get("heap_dead_tuples").and_then(Value::as_u64)?;
+    let live = m
+        .get("heap_live_tuples")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let share = dead as f64 / (dead + live).max(1) as f64;
+    if dead < t.min_dead_tuples || share <= t.max_dead_share {
+        return None;
+    }
+    let sev = if share > 0.3 {
+        Severity::High
+    } else {
+        Severity::Medium
+    };
+    Some(issue(
+        IssueKind::DeadTuples,
+        sev,
+        share,
+        json!({"heap_dead_tuples": dead, "heap_live_tuples": live, "dead_share": share,
+               "threshold": t.max_dead_share, "min_dead_tuples": t.min_dead_tuples,
+               "source": "pg_stat_all_tables (approximate, updated as transactions end)"}),
+    ))
 }
 
 /// With `lists` lists, the largest possible balance is sqrt(lists - 1)
@@ -293,5 +334,29 @@ mod tests {
         assert_eq!(t.max_fragmentation, 0.2);
         assert_eq!(t.max_unreachable, 5);
         assert_eq!(t.min_connectivity, 0.8);
+    }
+
+    #[test]
+    fn dead_tuples_need_a_share_and_a_count() {
+        let t = Thresholds::default();
+        let m = |dead: u64, live: u64| {
+            let mut m = Map::new();
+            m.insert("heap_dead_tuples".into(), json!(dead));
+            m.insert("heap_live_tuples".into(), json!(live));
+            m
+        };
+        assert!(dead_tuple_issue(&m(9_999, 10_000), &t).is_none(), "too few");
+        assert!(
+            dead_tuple_issue(&m(10_000, 200_000), &t).is_none(),
+            "share 0.048"
+        );
+        let i = dead_tuple_issue(&m(20_000, 80_000), &t).unwrap();
+        assert_eq!(i.kind, IssueKind::DeadTuples);
+        assert_eq!(i.severity, Severity::Medium);
+        assert_eq!(
+            dead_tuple_issue(&m(50_000, 50_000), &t).unwrap().severity,
+            Severity::High
+        );
+        assert!(dead_tuple_issue(&Map::new(), &t).is_none(), "no statistics");
     }
 }

@@ -50,13 +50,10 @@ impl Strategy {
     }
 
     /// Whether the strategy can repair an index of this access method.
-    pub fn can_repair(&self, am: Am) -> Result<(), String> {
-        match (self, am) {
-            (Strategy::Vacuum, Am::IvfFlat) => {
-                Err("vacuum repairs HNSW graphs; an IVFFlat index is rebuilt or retuned".into())
-            }
-            _ => Ok(()),
-        }
+    /// Every strategy applies to both access methods: a vacuum removes
+    /// dead entries from IVFFlat lists and repairs HNSW graphs.
+    pub fn can_repair(&self, _am: Am) -> Result<(), String> {
+        Ok(())
     }
 
     /// Whether a rollback can undo the strategy.
@@ -84,7 +81,13 @@ pub const VACUUM_MAX_DEAD_SHARE: f64 = 0.2;
 /// rebuilt; deleted-but-not-vacuumed HNSW elements are vacuumed while
 /// vacuum stays cheaper than a rebuild.
 pub fn choose(kind: IssueKind, am: Am, f: Facts) -> Strategy {
+    let dead_share = f.dead_tuples as f64 / (f.dead_tuples + f.live_rows).max(1) as f64;
     match kind {
+        // An IVFFlat vacuum only removes entries; an HNSW vacuum also
+        // repairs the graph, which costs more than a rebuild past 20 %.
+        IssueKind::DeadTuples if am == Am::IvfFlat || dead_share <= VACUUM_MAX_DEAD_SHARE => {
+            Strategy::Vacuum
+        }
         IssueKind::Fragmentation if am == Am::Hnsw && f.dead_tuples > 0 => {
             let share = f.dead_tuples as f64 / (f.dead_tuples + f.live_rows).max(1) as f64;
             if share <= VACUUM_MAX_DEAD_SHARE {
@@ -472,7 +475,7 @@ mod tests {
         assert_eq!(Strategy::parse("rebuild"), Ok(Some(Strategy::Rebuild)));
         let e = Strategy::parse("reindex").unwrap_err();
         assert!(e.contains("auto, rebuild, vacuum, tune_search"), "{e}");
-        assert!(Strategy::Vacuum.can_repair(Am::IvfFlat).is_err());
+        assert!(Strategy::Vacuum.can_repair(Am::IvfFlat).is_ok());
         assert!(Strategy::Vacuum.can_repair(Am::Hnsw).is_ok());
     }
 
@@ -509,6 +512,18 @@ mod tests {
         assert_eq!(
             choose(IssueKind::UnreachableElements, Am::Hnsw, few),
             Strategy::Rebuild
+        );
+        assert_eq!(
+            choose(IssueKind::DeadTuples, Am::Hnsw, few),
+            Strategy::Vacuum
+        );
+        assert_eq!(
+            choose(IssueKind::DeadTuples, Am::Hnsw, many),
+            Strategy::Rebuild
+        );
+        assert_eq!(
+            choose(IssueKind::DeadTuples, Am::IvfFlat, many),
+            Strategy::Vacuum
         );
         assert_eq!(
             first_issue(&[

@@ -944,3 +944,64 @@ fn vacuum_and_tuning_strategies() {
     assert_eq!(status(&r), "rolled_back", "{r:#}");
     assert_eq!(setting(&mut c), None);
 }
+
+#[test]
+fn dead_rows_are_found_and_vacuumed() {
+    let db = TestDb::new("rep_dead");
+    let mut c = db.connect();
+    indexed_table(
+        &mut c,
+        8,
+        60_000,
+        "WITH (autovacuum_enabled = off)",
+        "ivfflat (embedding vector_l2_ops) WITH (lists = 60)",
+    );
+    exec(&mut c, "DELETE FROM t WHERE id % 5 = 0");
+    // The statistics arrive when the deleting session goes idle.
+    let started = Instant::now();
+    while query_i64(
+        &mut c,
+        "SELECT n_dead_tup FROM pg_stat_all_tables WHERE relid = 't'::regclass",
+    ) < 12_000
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "statistics never showed the dead rows"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = checksum(&mut c, "t");
+    let check = json_of(&mut c, "ruvector_dag_health_check('t')");
+    let issue = check["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "dead_tuples")
+        .unwrap_or_else(|| panic!("no dead_tuples issue: {check:#}"))
+        .clone();
+    assert_eq!(issue["details"]["heap_dead_tuples"], 12_000);
+    let id = query_i64(
+        &mut c,
+        &format!("SELECT ruvector_dag_repair('t', {})", issue["issue_id"]),
+    );
+    let r = wait(&mut c, id);
+    assert_eq!(status(&r), "done", "{r:#}");
+    assert_eq!(
+        r["strategy"], "vacuum",
+        "an IVFFlat index's dead rows are vacuumed: {r:#}"
+    );
+    assert_eq!(r["issue_id"], issue["issue_id"]);
+    assert_eq!(checksum(&mut c, "t"), before);
+    // The lists hold only live rows now, and the issue is resolved.
+    assert_eq!(r["after"]["health"]["tuples"], 48_000, "{r:#}");
+    assert_eq!(r["before"]["health"]["tuples"], 60_000, "{r:#}");
+    let after = json_of(&mut c, "ruvector_dag_health_check('t')");
+    assert!(
+        !after["issues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["kind"] == "dead_tuples"),
+        "{after:#}"
+    );
+}

@@ -49,3 +49,5 @@ GRANT EXECUTE ON FUNCTION ruvector_dag_set_schema_policy(name, bool, text, bool,
 GRANT EXECUTE ON FUNCTION ruvector_dag_reset_index_policy(text, text) TO ruvector_healer;
 GRANT EXECUTE ON FUNCTION ruvector_healing.set_policy(text, text, bool, text, bool, jsonb) TO ruvector_healer;
 GRANT INSERT, UPDATE, DELETE ON ruvector_healing.index_policies TO ruvector_healer;
+REVOKE ALL ON FUNCTION ruvector_dag_run_cycle() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector_dag_run_cycle() TO ruvector_healer;

@@ -30,3 +30,9 @@ SELECT count(*) FROM ruvector_healing.index_policies;
 RESET ROLE;
 DROP ROLE regress_rv_pol;
 DROP TABLE pol_items;
+-- A cycle on demand is for ruvector_healer too.
+CREATE ROLE regress_rv_cycle;
+SET ROLE regress_rv_cycle;
+SELECT ruvector_dag_run_cycle();
+RESET ROLE;
+DROP ROLE regress_rv_cycle;

@@ -181,3 +181,36 @@ fn ruvector_dag_healing_status() -> JsonB {
         "active_repairs": active_repairs(),
     }))
 }
+
+/// Asks the launcher to run this database's healing cycle at its next
+/// wake-up (within 5 s) instead of waiting for the interval.
+#[pg_extern(volatile)]
+fn ruvector_dag_run_cycle() -> JsonB {
+    use crate::healing::state;
+    if state::snapshot().is_none() {
+        crate::inspect::relation::raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "the background worker needs ruvector_healing in shared_preload_libraries",
+            "add shared_preload_libraries = 'ruvector_healing' to postgresql.conf and restart the server",
+        );
+    }
+    if !crate::config::ENABLED.get() {
+        crate::inspect::relation::raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "ruvector.dag_healing_enabled is off: the launcher starts no cycle",
+            "turn it on (ALTER SYSTEM SET ruvector.dag_healing_enabled = on; SELECT pg_reload_conf())",
+        );
+    }
+    let db = unsafe { pgrx::pg_sys::MyDatabaseId }.to_u32();
+    let mut running = false;
+    state::with_slot(db, |s| {
+        running = s.pid != 0;
+        s.run_now = true;
+    });
+    JsonB(json!({
+        "database_oid": db,
+        "requested": true,
+        "running_now": running,
+        "note": "the launcher starts the cycle at its next wake-up (at most 5 s); see ruvector_dag_healing_status()->'healing'",
+    }))
+}

@@ -108,9 +108,10 @@ fn tick() {
                 since
             } + interval;
             let busy = s.pid != 0 || s.state == SlotState::Starting as u8;
-            if busy || now < s.next_due || running >= cap {
+            if busy || (now < s.next_due && !s.run_now) || running >= cap {
                 continue;
             }
+            s.run_now = false;
             s.state = SlotState::Starting as u8;
             s.last_start = now;
             s.next_due = now + interval;

@@ -53,6 +53,8 @@ pub struct DbSlot {
     pub indexes: u32,
     pub open_issues: u32,
     pub standby: bool,
+    /// `ruvector_dag_run_cycle()` asked for a cycle before it is due.
+    pub run_now: bool,
 }
 
 impl Default for DbSlot {
@@ -72,6 +74,7 @@ impl Default for DbSlot {
             indexes: 0,
             open_issues: 0,
             standby: false,
+            run_now: false,
         }
     }
 }

@@ -398,3 +398,30 @@ fn overhead_of_twenty_healthy_indexes() {
         0
     );
 }
+
+#[test]
+fn run_cycle_starts_one_now() {
+    // The test server waits a day between cycles.
+    let a = TestDb::new("wk_now");
+    let mut c = a.connect();
+    exec(
+        &mut c,
+        &format!(
+            "CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector(8)); {};
+             CREATE INDEX t_idx ON t USING hnsw (embedding vector_l2_ops);",
+            random_rows("t", 1_000, 8, 0.0, 1.0)
+        ),
+    );
+    let r = json_of(&mut c, "ruvector_dag_run_cycle()");
+    assert_eq!(r["requested"], true, "{r}");
+    wait_until("the requested cycle", 60, || {
+        database(&healing(&mut c), &a.name).is_some_and(|d| d["cycles"].as_u64().unwrap_or(0) >= 1)
+    });
+    assert_eq!(
+        query_i64(&mut c, "SELECT count(*) FROM ruvector_healing.observations"),
+        1
+    );
+    let d = database(&healing(&mut c), &a.name).unwrap().clone();
+    assert_eq!(d["indexes"], 1, "{d:#}");
+    assert!(d["next_cycle"].is_string(), "{d:#}");
+}

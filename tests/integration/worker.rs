@@ -293,6 +293,15 @@ fn killed_launcher_and_repair_worker_come_back() {
             .get(0);
         st == "rolled_back" && repairs(&mut c).iter().any(|(_, st, ..)| st == "done")
     });
+    // The cycle may be repairing the other degraded index meanwhile: its
+    // new index is invalid until it is built. Wait for every repair.
+    wait_until("no repair in flight", 240, || {
+        query_i64(
+            &mut c,
+            "SELECT count(*) FROM ruvector_healing.repairs
+              WHERE status IN ('planned','building','validating','swapping','swapped','retiring','rolling_back')",
+        ) == 0
+    });
     let invalid = query_i64(
         &mut c,
         "SELECT count(*) FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid

@@ -165,19 +165,21 @@ CREATE INDEX repair_steps_by_repair ON ruvector_healing.repair_steps (repair_id,
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.repair_steps', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.repair_steps_step_id_seq', '');
 
--- Per-index choices, by schema and name (which survive a rebuild). A row
--- with index_name '*' applies to every index of the schema; the index's
--- own row wins.
+-- Choices for the background cycle and repairs, from the most general to
+-- the most specific (as pg_index_watch allows): the whole database, a
+-- schema, a table, an index. Kept by name, which survives a rebuild; the
+-- most specific row that matches an index wins.
 CREATE TABLE ruvector_healing.index_policies (
-    schema_name text NOT NULL,
-    index_name  text NOT NULL,
+    scope       text NOT NULL CHECK (scope IN ('database', 'schema', 'table', 'index')),
+    schema_name text NOT NULL DEFAULT '',  -- '' for the database
+    object_name text NOT NULL DEFAULT '',  -- the table or index; '' above them
     excluded    bool NOT NULL DEFAULT false, -- the background cycle skips it
     strategy    text NOT NULL DEFAULT 'auto'  -- what automatic repairs may do
                 CHECK (strategy IN ('auto', 'none', 'rebuild', 'vacuum', 'tune_search')),
     pin_lists   bool NOT NULL DEFAULT false, -- a rebuild keeps the IVFFlat lists as they are
     thresholds  jsonb NOT NULL DEFAULT '{}', -- overrides of the detection thresholds
     updated_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (schema_name, index_name)
+    PRIMARY KEY (scope, schema_name, object_name)
 );
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.index_policies', '');
 
@@ -199,7 +201,7 @@ SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.observations', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.observations_observation_id_seq', '');
 
 CREATE FUNCTION ruvector_healing.set_policy(
-    sch text, nm text, p_excluded bool, p_strategy text, p_pin_lists bool, p_thresholds jsonb)
+    p_scope text, sch text, nm text, p_excluded bool, p_strategy text, p_pin_lists bool, p_thresholds jsonb)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     k text; result jsonb;
@@ -227,10 +229,10 @@ BEGIN
         END LOOP;
     END IF;
     INSERT INTO ruvector_healing.index_policies AS p
-           (schema_name, index_name, excluded, strategy, pin_lists, thresholds)
-    VALUES (sch, nm, coalesce(p_excluded, false), coalesce(p_strategy, 'auto'),
+           (scope, schema_name, object_name, excluded, strategy, pin_lists, thresholds)
+    VALUES (p_scope, sch, nm, coalesce(p_excluded, false), coalesce(p_strategy, 'auto'),
             coalesce(p_pin_lists, false), coalesce(p_thresholds, '{}'))
-    ON CONFLICT (schema_name, index_name) DO UPDATE
+    ON CONFLICT (scope, schema_name, object_name) DO UPDATE
        SET excluded = coalesce(p_excluded, p.excluded), strategy = coalesce(p_strategy, p.strategy),
            pin_lists = coalesce(p_pin_lists, p.pin_lists),
            thresholds = coalesce(p_thresholds, p.thresholds), updated_at = now()
@@ -250,7 +252,7 @@ DECLARE
 BEGIN
     IF idx IS NULL THEN
         RAISE EXCEPTION 'index must not be NULL' USING ERRCODE = 'null_value_not_allowed',
-            HINT = 'pass a pgvector index; ruvector_dag_set_schema_policy(schema, ...) sets a schema''s default';
+            HINT = 'pass a pgvector index; ruvector_dag_set_table_policy, _schema_policy and _database_policy set broader defaults';
     END IF;
     SELECT n.nspname, c.relname, a.amname INTO sch, nm, am
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_am a ON a.oid = c.relam
@@ -259,11 +261,29 @@ BEGIN
         RAISE EXCEPTION '"%" is not a pgvector hnsw or ivfflat index', idx
             USING ERRCODE = 'wrong_object_type', HINT = 'policies apply to pgvector indexes';
     END IF;
-    RETURN ruvector_healing.set_policy(sch, nm, excluded, strategy, pin_lists, thresholds);
+    RETURN ruvector_healing.set_policy('index', sch, nm, excluded, strategy, pin_lists, thresholds);
 END
 $$;
 
--- The same for every index of a schema (index_name '*').
+-- The same for every pgvector index of a table.
+CREATE FUNCTION ruvector_dag_set_table_policy(
+    tbl regclass, excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    sch text; nm text; kind "char";
+BEGIN
+    SELECT n.nspname, c.relname, c.relkind INTO sch, nm, kind
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF tbl IS NULL OR kind IS NULL OR kind NOT IN ('r', 'p', 'm') THEN
+        RAISE EXCEPTION '"%" is not a table', coalesce(tbl::text, 'NULL')
+            USING ERRCODE = 'wrong_object_type', HINT = 'pass the table that holds the vectors';
+    END IF;
+    RETURN ruvector_healing.set_policy('table', sch, nm, excluded, strategy, pin_lists, thresholds);
+END
+$$;
+
+-- The same for every pgvector index of a schema.
 CREATE FUNCTION ruvector_dag_set_schema_policy(
     schema_name name, excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
     pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL)
@@ -273,16 +293,34 @@ BEGIN
         RAISE EXCEPTION 'schema "%" does not exist', coalesce(schema_name::text, 'NULL')
             USING ERRCODE = 'invalid_schema_name', HINT = 'pass an existing schema''s name';
     END IF;
-    RETURN ruvector_healing.set_policy(schema_name, '*', excluded, strategy, pin_lists, thresholds);
+    RETURN ruvector_healing.set_policy('schema', schema_name, '', excluded, strategy, pin_lists, thresholds);
 END
 $$;
 
--- Removes the policy of an index (or of a schema with index_name '*').
-CREATE FUNCTION ruvector_dag_reset_index_policy(schema_name text, index_name text)
-RETURNS bool LANGUAGE sql VOLATILE AS $$
-    WITH d AS (DELETE FROM ruvector_healing.index_policies p
-                WHERE p.schema_name = $1 AND p.index_name = $2 RETURNING 1)
-    SELECT count(*) > 0 FROM d
+-- The same for every pgvector index of the database.
+CREATE FUNCTION ruvector_dag_set_database_policy(
+    excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL)
+RETURNS jsonb LANGUAGE sql VOLATILE AS $$
+    SELECT ruvector_healing.set_policy('database', '', '', excluded, strategy, pin_lists, thresholds)
+$$;
+
+-- Removes a policy: scope 'index' or 'table' with schema and name,
+-- 'schema' with the schema, 'database' alone.
+CREATE FUNCTION ruvector_dag_reset_policy(scope text, schema_name text DEFAULT '', object_name text DEFAULT '')
+RETURNS bool LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF scope IS NULL OR scope NOT IN ('database', 'schema', 'table', 'index') THEN
+        RAISE EXCEPTION 'unknown policy scope "%"', coalesce(scope, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'database, schema, table or index';
+    END IF;
+    DELETE FROM ruvector_healing.index_policies p
+     WHERE p.scope = $1 AND p.schema_name = coalesce($2, '') AND p.object_name = coalesce($3, '');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END
 $$;
 
 -- One repair as history shows it.

@@ -320,3 +320,37 @@ fn repair_counters_live_in_shared_memory() {
     assert!(!counters::try_acquire(1), "the cap of 1 is taken");
     counters::release();
 }
+
+/// The most specific policy applies: index, then table, schema, database.
+#[pg_test]
+fn policies_from_specific_to_general() {
+    use crate::healing::policy::policy;
+    make_table("pol", 20);
+    Spi::run("CREATE INDEX pol_idx ON pol USING hnsw (embedding vector_l2_ops)").unwrap();
+    let idx = oid_of("pol_idx");
+    assert_eq!(policy(idx).strategy, "auto", "no policy: defaults");
+    let schema = Spi::get_one_with_args::<String>(
+        "SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = $1",
+        &[idx.into()],
+    )
+    .unwrap()
+    .unwrap();
+    Spi::run(&format!(
+        "SELECT ruvector_dag_set_database_policy(strategy => 'none', thresholds => '{{\"max_fragmentation\": 0.1}}');
+         SELECT ruvector_dag_set_schema_policy('{schema}', strategy => 'rebuild');
+         SELECT ruvector_dag_set_table_policy('pol', strategy => 'vacuum', pin_lists => true);
+         SELECT ruvector_dag_set_index_policy('pol_idx', excluded => true);"
+    ))
+    .unwrap();
+    let p = policy(idx);
+    assert!(p.excluded && p.strategy == "auto" && !p.pin_lists, "{p:?}");
+    Spi::run(&format!("SELECT ruvector_dag_reset_policy('index', '{schema}', 'pol_idx')")).unwrap();
+    let p = policy(idx);
+    assert!(!p.excluded && p.strategy == "vacuum" && p.pin_lists, "{p:?}");
+    Spi::run(&format!("SELECT ruvector_dag_reset_policy('table', '{schema}', 'pol')")).unwrap();
+    assert_eq!(policy(idx).strategy, "rebuild");
+    Spi::run(&format!("SELECT ruvector_dag_reset_policy('schema', '{schema}')")).unwrap();
+    let p = policy(idx);
+    assert_eq!(p.strategy, "none");
+    assert_eq!(p.thresholds().max_fragmentation, 0.1);
+}

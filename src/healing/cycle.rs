@@ -261,10 +261,7 @@ fn leaves(report: &Value, out: &mut Vec<Value>) {
 fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &mut Outcome) {
     let sensitivity = config::ANOMALY_SENSITIVITY.get();
     let threshold = config::THRESHOLD.get();
-    let policies: Vec<_> = indexes
-        .iter()
-        .map(|(o, s, n, ..)| (*o, policy(s, n)))
-        .collect();
+    let policies: Vec<_> = indexes.iter().map(|(o, ..)| (*o, policy(*o))).collect();
     let (reports, found) = inspect_table(table, |oid| {
         match policies.iter().find(|(o, _)| *o == oid) {
             Some((_, p)) if p.excluded => None,
@@ -479,7 +476,7 @@ fn candidates() -> Vec<(pg_sys::Oid, i64, String, String)> {
 fn request_repairs(db: u32) {
     let list = tx(candidates).unwrap_or_default();
     for (index, issue, schema, name) in list {
-        let p = tx(|| policy(&schema, &name)).unwrap_or_default();
+        let p = tx(|| policy(index)).unwrap_or_default();
         if p.excluded || p.strategy == "none" {
             continue;
         }

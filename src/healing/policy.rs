@@ -1,8 +1,8 @@
-//! Per-index policies (`ruvector_healing.index_policies`): the index's own
-//! row, else its schema's `'*'` row, else the defaults.
+//! Policies (`ruvector_healing.index_policies`) for the database, a schema,
+//! a table or an index; the most specific one that matches applies.
 
 use pgrx::spi::Spi;
-use pgrx::JsonB;
+use pgrx::{pg_sys, JsonB};
 use serde_json::Value;
 
 use crate::detect::index_health::Thresholds;
@@ -34,16 +34,28 @@ impl Policy {
     }
 }
 
-pub fn policy(schema: &str, index: &str) -> Policy {
+/// The policy of an index: its own row, else its table's, its schema's,
+/// the database's, else the defaults.
+pub fn policy(index: pg_sys::Oid) -> Policy {
     Spi::connect(|c| {
         let rows = c
             .select(
-                "SELECT excluded, strategy, pin_lists, thresholds
-                   FROM ruvector_healing.index_policies
-                  WHERE schema_name = $1 AND index_name IN ($2, '*')
-                  ORDER BY index_name = '*' LIMIT 1",
+                "WITH i AS (SELECT n.nspname::text AS sch, c.relname::text AS idx, t.relname::text AS tbl
+                              FROM pg_class c
+                              JOIN pg_namespace n ON n.oid = c.relnamespace
+                              JOIN pg_index x ON x.indexrelid = c.oid
+                              JOIN pg_class t ON t.oid = x.indrelid
+                             WHERE c.oid = $1)
+                 SELECT p.excluded, p.strategy, p.pin_lists, p.thresholds
+                   FROM ruvector_healing.index_policies p, i
+                  WHERE (p.scope = 'index' AND p.schema_name = i.sch AND p.object_name = i.idx)
+                     OR (p.scope = 'table' AND p.schema_name = i.sch AND p.object_name = i.tbl)
+                     OR (p.scope = 'schema' AND p.schema_name = i.sch)
+                     OR p.scope = 'database'
+                  ORDER BY array_position(ARRAY['index', 'table', 'schema', 'database'], p.scope)
+                  LIMIT 1",
                 None,
-                &[schema.into(), index.into()],
+                &[index.into()],
             )
             .ok()?;
         let r = rows.into_iter().next()?;

@@ -214,7 +214,7 @@ pub const VALIDATION_K: i32 = 10;
 pub(crate) const SWAP_ATTEMPTS: u32 = 5;
 
 pub(crate) fn pinned_lists(f: &IndexFacts) -> bool {
-    crate::healing::policy::policy(&f.schema, &f.relname).pin_lists
+    crate::healing::policy::policy(f.oid).pin_lists
 }
 
 /// Comment and statistics targets of the original, onto the shadow.

@@ -148,8 +148,13 @@ CREATE TABLE ruvector_healing.repairs (
     error         text
 );
 CREATE INDEX repairs_by_table ON ruvector_healing.repairs (table_oid, requested_at);
+-- Whether a repair is unfinished (the Rust side's `plan::ACTIVE`).
+CREATE FUNCTION ruvector_healing.repair_active(status text)
+RETURNS bool LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT status IN ('planned', 'building', 'validating', 'swapping', 'swapped', 'retiring', 'rolling_back')
+$$;
 CREATE INDEX repairs_active ON ruvector_healing.repairs (status)
-    WHERE status IN ('planned', 'building', 'validating', 'swapping', 'swapped', 'retiring', 'rolling_back');
+    WHERE ruvector_healing.repair_active(status);
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.repairs', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.repairs_repair_id_seq', '');
 

@@ -28,19 +28,18 @@ impl IssueKind {
         }
     }
 
+    pub const ALL: [IssueKind; 7] = [
+        IssueKind::Fragmentation,
+        IssueKind::UnreachableElements,
+        IssueKind::PoorConnectivity,
+        IssueKind::UnbalancedClusters,
+        IssueKind::StaleTraining,
+        IssueKind::InvalidIndex,
+        IssueKind::DeadTuples,
+    ];
+
     pub fn parse(name: &str) -> Option<IssueKind> {
-        use IssueKind::*;
-        [
-            Fragmentation,
-            UnreachableElements,
-            PoorConnectivity,
-            UnbalancedClusters,
-            StaleTraining,
-            InvalidIndex,
-            DeadTuples,
-        ]
-        .into_iter()
-        .find(|k| k.name() == name)
+        IssueKind::ALL.into_iter().find(|k| k.name() == name)
     }
 }
 

@@ -51,7 +51,7 @@ fn repair_role(index: pg_sys::Oid) -> Option<String> {
            JOIN pg_class c ON c.oid = $1
           WHERE (r.status = 'done' AND (r.backup->>'kept')::bool
                  AND (r.backup->>'oid')::int8 = $1::oid::int8)
-             OR (r.status IN ('planned','building','validating','swapping','swapped','retiring','rolling_back')
+             OR (ruvector_healing.repair_active(r.status)
                  AND r.table_oid = (SELECT indrelid FROM pg_index WHERE indexrelid = $1)
                  AND c.relname IN (r.plan->>'shadow_name', r.plan->>'backup_name'))
              OR (r.backup->'drop_pending'->>'oid')::int8 = $1::oid::int8

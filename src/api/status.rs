@@ -145,7 +145,7 @@ fn active_repairs() -> Value {
            LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                 AND l.classid = $1::int4::oid AND l.objid = r.repair_id::oid
-          WHERE r.status IN ('planned','building','validating','swapping','swapped','retiring','rolling_back')",
+          WHERE ruvector_healing.repair_active(r.status)",
         &[crate::repair::journal::REPAIR_KEY.into()],
     )
     .ok()

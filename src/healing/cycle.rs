@@ -445,8 +445,7 @@ fn candidates() -> Vec<(pg_sys::Oid, i64, String, String)> {
                 AND NOT EXISTS (
                       SELECT 1 FROM ruvector_healing.repairs r
                        WHERE r.table_oid = i.table_oid AND r.relname = cl.relname AND NOT r.dry_run
-                         AND (r.status IN ('planned','building','validating','swapping','swapped',
-                                           'retiring','rolling_back')
+                         AND (ruvector_healing.repair_active(r.status)
                               OR (r.status IN ('done', 'refused')
                                   AND r.finished_at > now() - make_interval(secs => $1))))
                 AND (SELECT count(*) FROM ruvector_healing.repairs r

@@ -129,8 +129,7 @@ pub fn orphans(except: i64) -> Vec<i64> {
     Spi::connect(|c| {
         c.select(
             "SELECT r.repair_id FROM ruvector_healing.repairs r
-              WHERE r.status IN ('planned','building','validating','swapping','swapped',
-                                 'retiring','rolling_back')
+              WHERE ruvector_healing.repair_active(r.status)
                 AND r.repair_id <> $1
                 -- a worker takes its lock within moments of the request
                 AND (r.status <> 'planned' OR r.requested_at < now() - interval '60 s')
@@ -168,8 +167,7 @@ pub fn active_on_table(table: pg_sys::Oid, except: i64) -> Option<(i64, String)>
                 "SELECT repair_id, status = 'planned' AND requested_at > now() - interval '60 s'
                    FROM ruvector_healing.repairs
                   WHERE table_oid = $1 AND repair_id <> $2
-                    AND status IN ('planned','building','validating','swapping','swapped',
-                                   'retiring','rolling_back')
+                    AND ruvector_healing.repair_active(status)
                   ORDER BY repair_id",
                 None,
                 &[table.into(), except.into()],

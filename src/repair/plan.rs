@@ -181,7 +181,8 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn quote_ident(s: &str) -> String {
+/// `"name"` with inner quotes doubled: always quoted, so any name is safe.
+pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
@@ -262,6 +263,8 @@ pub enum Status {
     DryRun,
 }
 
+/// Unfinished states; `ruvector_healing.repair_active()` in `sql/schema.sql`
+/// says the same in SQL.
 pub const ACTIVE: [Status; 7] = [
     Status::Planned,
     Status::Building,

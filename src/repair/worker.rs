@@ -384,6 +384,4 @@ pub(crate) fn issue_names(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub(crate) fn q(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub(crate) use super::plan::quote_ident as q;

@@ -586,3 +586,16 @@ pub fn wait_for_server(db: &str) -> Client {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// `kill -9` a server process (the postmaster then restarts every backend).
+pub fn kill_worker(pid: i64) {
+    let out = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kill -9 {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -499,18 +499,6 @@ fn immediate_restart() {
     );
 }
 
-fn kill_worker(pid: i64) {
-    let out = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kill -9 {pid}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Polls until `sql` returns true.
 fn until(c: &mut Client, sql: &str, what: &str) {
     let started = Instant::now();

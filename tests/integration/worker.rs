@@ -269,10 +269,7 @@ fn killed_launcher_and_repair_worker_come_back() {
         ("ruvector.dag_healing_interval_ms", "1000"),
         ("ruvector.dag_healing_rollback_enabled", "off"),
     ]);
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
+    kill_worker(pid as i64);
     // The postmaster restarts every backend after a crash: reconnect.
     std::thread::sleep(Duration::from_millis(500));
     let mut c = wait_for_server(&a.name);
@@ -310,10 +307,7 @@ fn killed_launcher_and_repair_worker_come_back() {
     assert_eq!(invalid, 0, "invalid leftovers");
     // Killing the launcher alone: it comes back too.
     let launcher = healing(&mut c)["launcher"]["pid"].as_i64().unwrap();
-    std::process::Command::new("kill")
-        .args(["-9", &launcher.to_string()])
-        .status()
-        .unwrap();
+    kill_worker(launcher);
     std::thread::sleep(Duration::from_secs(2));
     let mut c = wait_for_server(&a.name);
     a.crashes_expected();

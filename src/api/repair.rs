@@ -139,21 +139,21 @@ fn estimated_ms(f: &IndexFacts, s: Strategy) -> Option<f64> {
     .flatten()
 }
 
-fn preview(f: &IndexFacts, s: Strategy, am: Am) -> Value {
+/// What the repair will do. Only a dry run counts the table's rows for
+/// IVFFlat `lists` (the worker counts again when it plans the build).
+fn preview(f: &IndexFacts, s: Strategy, am: Am, dry_run: bool) -> Value {
     match s {
         Strategy::Rebuild => {
-            let mut def = f.definition.clone();
-            let mut lists = Value::Null;
-            if am == Am::IvfFlat {
-                let rows = catalog::row_count(&f.table);
-                let new = plan::ivfflat_lists(rows);
-                let old: i32 = def
-                    .option("lists")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(100);
-                def.set_option("lists", &new.to_string());
-                lists = json!({"old": old, "new": new, "rows": rows});
-            }
+            let (def, lists) = if dry_run {
+                let (def, planned) = crate::repair::rebuild::rebuilt_definition(f, am);
+                let lists = planned.map_or(
+                    Value::Null,
+                    |(old, new, rows)| json!({"old": old, "new": new, "rows": rows}),
+                );
+                (def, lists)
+            } else {
+                (f.definition.clone(), json!("counted by the worker"))
+            };
             let mem = Spi::get_one::<i64>(
                 "SELECT setting::int8 * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'",
             )
@@ -260,7 +260,7 @@ pub(crate) fn request(
         "settings": settings,
         "choice": reason,
         "estimated_duration_ms": estimated_ms(&f, strategy),
-        "preview": preview(&f, strategy, am),
+        "preview": preview(&f, strategy, am, dry_run),
         "reversible": strategy.reversible(),
     });
     let status = if dry_run { "dry_run" } else { "planned" };

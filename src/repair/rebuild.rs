@@ -58,20 +58,8 @@ pub(crate) fn rebuild(
         if let Some(why) = f.unsafe_to_rebuild() {
             return Err(StepError::new(why));
         }
-        let mut def = f.definition.clone();
-        let mut lists = None;
-        if am == Am::IvfFlat && !pinned_lists(f) {
-            let rows = catalog::row_count(&f.table);
-            let new = plan::ivfflat_lists(rows);
-            let old = def
-                .option("lists")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(100);
-            if new != old {
-                def.set_option("lists", &new.to_string());
-            }
-            lists = Some((old, new));
-        }
+        let (def, planned) = rebuilt_definition(f, am);
+        let lists = planned.map(|(old, new, _)| (old, new));
         let sql = def.create_concurrently(&shadow).map_err(StepError::new)?;
         let (before, issues) = health(f.oid);
         journal::merge(id, "before", json!({"health": before, "issues": issues}));
@@ -213,8 +201,28 @@ pub const VALIDATION_K: i32 = 10;
 /// pauses: about 16 s in all).
 pub(crate) const SWAP_ATTEMPTS: u32 = 5;
 
-pub(crate) fn pinned_lists(f: &IndexFacts) -> bool {
-    crate::healing::policy::policy(f.oid).pin_lists
+/// The definition a rebuild creates: the original's, with IVFFlat `lists`
+/// recomputed from the row count unless a policy pins it; and
+/// `(old lists, new lists, rows)` when recomputed.
+pub(crate) fn rebuilt_definition(
+    f: &IndexFacts,
+    am: Am,
+) -> (plan::Definition, Option<(i32, i32, i64)>) {
+    let mut def = f.definition.clone();
+    if am != Am::IvfFlat || crate::healing::policy::policy(f.oid).pin_lists {
+        return (def, None);
+    }
+    let rows = catalog::row_count(&f.table);
+    let new = plan::ivfflat_lists(rows);
+    // pgvector's default when the index was built without the option.
+    let old = def
+        .option("lists")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    if new != old {
+        def.set_option("lists", &new.to_string());
+    }
+    (def, Some((old, new, rows)))
 }
 
 /// Comment and statistics targets of the original, onto the shadow.

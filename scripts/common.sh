@@ -195,10 +195,39 @@ pg_psql() {
     "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"
 }
 
-# Build and install the extension into the wheel's Postgres. The old library
-# is unlinked first: cargo pgrx copies over the file in place, which would
-# crash any running server that has the old one mapped.
+# Build and install the extension into the wheel's Postgres.
+# Usage: install_extension debug|release
+# `cargo pgrx package` builds the files into target/; each is then copied
+# beside its destination and renamed into place. A rename is atomic: a
+# running server that has the old library mapped keeps it (an overwrite
+# in place would crash it), and a backend starting meanwhile loads either
+# the old or the new file, never a half-written one. The server uses the
+# new library after a restart. The full install scripts of earlier
+# releases (sql/install/) go along, so that CREATE EXTENSION
+# ruvector_healing VERSION '<earlier>' and its upgrade chain work.
 install_extension() {
-    rm -f "$PG_INSTALL/lib/ruvector_healing.so"
-    (cd "$ROOT" && cargo pgrx install --pg-config "$PG_CONFIG" "$@")
+    local profile="${1:-debug}" out="$ROOT/target/pgrx-package" f
+    local -a flags=()
+    [[ "$profile" == debug ]] && flags=(--debug)
+    rm -rf "$out"
+    (cd "$ROOT" && cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$out" "${flags[@]}")
+    while IFS= read -r -d '' f; do
+        install_file "$f" "${f#"$out"}"
+    done < <(find "$out" -type f -print0)
+    local extdir
+    extdir="$("$PG_CONFIG" --sharedir)/extension"
+    for f in "$ROOT"/sql/install/*.sql; do
+        [[ -f "$f" ]] && install_file "$f" "$extdir/$(basename "$f")"
+    done
+    return 0
+}
+
+# Copies $1 to $2 through a temporary file in $2's directory and a rename.
+install_file() {
+    local src="$1" dest="$2" tmp
+    install -d -m 755 "$(dirname "$dest")"
+    tmp="$(dirname "$dest")/.$(basename "$dest").tmp.$$"
+    cp "$src" "$tmp"
+    chmod 644 "$tmp"
+    mv -f "$tmp" "$dest"
 }

@@ -19,7 +19,7 @@ fi
 
 # Optimised build, installed into the wheel's lib/ and share/extension/.
 log "Building and installing ruvector_healing (release)"
-install_extension --release
+install_extension release
 
 if [[ ! -f "$DATA/PG_VERSION" ]]; then
     if [[ -d "$DATA" && -n "$(ls -A "$DATA")" ]]; then

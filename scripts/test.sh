@@ -122,7 +122,7 @@ if (( ${#regress_args[@]} == 0 )); then
     skip "no $REGRESS_DIR/schedule and no $REGRESS_DIR/sql/*.sql"
 else
     # Debug build is enough here; replaces the pg_test build from suite b.
-    install_extension
+    install_extension debug
     start_test_server
     # pg_regress --use-existing neither creates nor drops the database.
     PGOPTIONS="-c client_min_messages=warning" \
@@ -151,7 +151,7 @@ if [[ ! -f "$ROOT/tests/integration/main.rs" ]]; then
 else
     if (( ! test_server_started )); then
         # Suite c was skipped, so the normal (non pg_test) build isn't installed yet.
-        install_extension
+        install_extension debug
     fi
     start_test_server
     RUVECTOR_TEST_HOST=127.0.0.1 \

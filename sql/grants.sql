@@ -55,3 +55,7 @@ GRANT EXECUTE ON FUNCTION ruvector_healing.set_policy(text, text, text, bool, te
 GRANT INSERT, UPDATE, DELETE ON ruvector_healing.index_policies TO ruvector_healer;
 REVOKE ALL ON FUNCTION ruvector_dag_run_cycle() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ruvector_dag_run_cycle() TO ruvector_healer;
+
+-- Restores: resolving OIDs again writes every history table (the cycle and
+-- the repair workers run it, as superuser).
+REVOKE ALL ON FUNCTION ruvector_healing.adopt_restored() FROM PUBLIC;

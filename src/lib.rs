@@ -15,6 +15,7 @@ pub mod diagnose;
 pub mod healing;
 pub mod inspect;
 pub mod recall;
+pub mod release;
 pub mod repair;
 
 ::pgrx::pg_module_magic!();

@@ -192,6 +192,7 @@ pub(crate) fn record(
 
 #[pg_extern(volatile)]
 fn ruvector_dag_health_check(tbl: Option<Regclass>) -> JsonB {
+    crate::release::require_current();
     let Some(table) = oid_of(tbl) else {
         raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,

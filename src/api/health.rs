@@ -35,6 +35,7 @@ pub fn health_value(t: &IndexTarget) -> Value {
 
 #[pg_extern(volatile, parallel_safe)]
 fn ruvector_dag_index_health(index: Option<Regclass>) -> JsonB {
+    crate::release::require_current();
     JsonB(health_value(&resolve(oid_of(index))))
 }
 
@@ -76,6 +77,7 @@ fn ruvector_dag_hnsw_levels(
         name!(max_out_degree, i32),
     ),
 > {
+    crate::release::require_current();
     let t = resolve(oid_of(index));
     require(&t, Am::Hnsw, "ruvector_dag_hnsw_levels");
     let (s, _) = hnsw_scan(&t);
@@ -105,6 +107,7 @@ fn ruvector_dag_ivfflat_lists(
         name!(start_page, i64),
     ),
 > {
+    crate::release::require_current();
     let t = resolve(oid_of(index));
     require(&t, Am::IvfFlat, "ruvector_dag_ivfflat_lists");
     let (s, _) = ivf_scan(&t);
@@ -138,6 +141,7 @@ fn ruvector_dag_hnsw_unreachable(
         name!(heap_tid, pg_sys::ItemPointerData),
     ),
 > {
+    crate::release::require_current();
     if !(1..=10_000_000).contains(&max_rows) {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,

@@ -228,6 +228,7 @@ fn ruvector_dag_recall_estimate(
     k: default!(i32, 10),
     queries: default!(Option<&str>, "'table'"),
 ) -> JsonB {
+    crate::release::require_current();
     let total = Instant::now();
     match queries {
         Some("table") => {}
@@ -324,6 +325,7 @@ fn ruvector_dag_tune_search(
     k: default!(i32, 10),
     sample_size: default!(i32, 100),
 ) -> JsonB {
+    crate::release::require_current();
     let total = Instant::now();
     let Some(target_recall) = target_recall.filter(|r| *r > 0.0 && *r <= 1.0) else {
         raise(
@@ -404,8 +406,11 @@ fn ruvector_dag_tune_search(
     let id = Spi::get_one_with_args::<i64>(
         "INSERT INTO ruvector_healing.search_settings
                 (index_oid, index_name, setting, value, target_recall, measured_recall,
-                 reachable, k, sample_size, curve)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING setting_id",
+                 reachable, k, sample_size, curve, schema_name, relname)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, n.nspname, c.relname
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.oid = $1
+         RETURNING setting_id",
         &[
             t.oid.into(),
             t.name.clone().into(),

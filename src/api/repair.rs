@@ -188,6 +188,9 @@ pub(crate) fn request(
     by: Option<&str>,
 ) -> i64 {
     require_preload();
+    // Issues are found by OID below: after a restore they must name this
+    // database's indexes first.
+    crate::release::adopt_restored();
     let t = resolve(index);
     let Some(f) = catalog::facts(t.oid) else {
         raise(
@@ -329,6 +332,7 @@ fn ruvector_dag_repair_index(
     strategy: default!(Option<&str>, "'auto'"),
     dry_run: default!(Option<bool>, false),
 ) -> i64 {
+    crate::release::require_current();
     let Some(dry_run) = dry_run else {
         invalid("dry_run must not be NULL", "pass true or false");
     };
@@ -344,6 +348,7 @@ fn ruvector_dag_repair_index(
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn ruvector_dag_repair(tbl: Option<Regclass>, issue_id: Option<i64>) -> i64 {
+    crate::release::require_current();
     let (Some(table), Some(issue)) = (oid_of(tbl), issue_id) else {
         invalid(
             "table and issue_id must not be NULL",
@@ -416,6 +421,7 @@ fn repair_status(id: i64) -> (String, String) {
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn ruvector_dag_cancel_repair(repair_id: Option<i64>) -> JsonB {
+    crate::release::require_current();
     let Some(id) = repair_id else {
         invalid("repair_id must not be NULL", "");
     };
@@ -473,6 +479,7 @@ fn ruvector_dag_cancel_repair(repair_id: Option<i64>) -> JsonB {
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn ruvector_dag_rollback(repair_id: Option<i64>) -> JsonB {
+    crate::release::require_current();
     let Some(id) = repair_id else {
         invalid("repair_id must not be NULL", "");
     };
@@ -541,6 +548,7 @@ fn ruvector_dag_rollback(repair_id: Option<i64>) -> JsonB {
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn ruvector_dag_recover_repairs() -> JsonB {
+    crate::release::require_current();
     require_preload();
     let interrupted = journal::orphans(0);
     let due = Spi::get_one::<i64>(

@@ -154,8 +154,43 @@ fn active_repairs() -> Value {
     .unwrap_or(json!([]))
 }
 
+/// `needs_update`: `null` when the installed objects match the library,
+/// else what is wrong and the command that fixes it.
+fn needs_update(state: &crate::release::Installed) -> Value {
+    match crate::release::mismatch_text(state) {
+        Some((msg, hint)) => json!({
+            "installed": version_of("ruvector_healing"),
+            "library": crate::release::LIBRARY_VERSION,
+            "message": msg,
+            "hint": hint,
+            "command": matches!(state, crate::release::Installed::NeedsUpdate(_))
+                .then_some(crate::release::UPDATE_COMMAND),
+        }),
+        None => Value::Null,
+    }
+}
+
+/// Works in a database that still needs `ALTER EXTENSION ... UPDATE` (the
+/// one function that does): it then reports versions, settings and the
+/// workers, and reads none of the extension's tables, whose layout may
+/// differ from what this library expects.
 #[pg_extern(volatile, parallel_safe)]
 fn ruvector_dag_healing_status() -> JsonB {
+    let release = crate::release::state();
+    let mut status = json!({
+        "extension_version": version_of("ruvector_healing"),
+        "library_version": crate::release::LIBRARY_VERSION,
+        "needs_update": needs_update(&release),
+        "pgvector_version": version_of("vector"),
+        "server_version": Spi::get_one::<String>("SELECT current_setting('server_version')").ok().flatten(),
+        "preloaded": crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed),
+        "config": HealingConfig::current(),
+        "repairs": repair_counters(),
+        "healing": healing(),
+    });
+    if !status["needs_update"].is_null() {
+        return JsonB(status);
+    }
     let indexes = visible_indexes();
     let open_issues = Spi::get_one::<JsonB>(
         "SELECT coalesce(jsonb_object_agg(severity, n), '{}') FROM
@@ -166,26 +201,18 @@ fn ruvector_dag_healing_status() -> JsonB {
     .flatten()
     .map(|j| j.0)
     .unwrap_or(json!({}));
-    JsonB(json!({
-        "extension_version": version_of("ruvector_healing"),
-        "library_version": env!("CARGO_PKG_VERSION"),
-        "pgvector_version": version_of("vector"),
-        "server_version": Spi::get_one::<String>("SELECT current_setting('server_version')").ok().flatten(),
-        "preloaded": crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed),
-        "config": HealingConfig::current(),
-        "index_count": indexes.len(),
-        "indexes": indexes,
-        "open_issues_by_severity": open_issues,
-        "repairs": repair_counters(),
-        "healing": healing(),
-        "active_repairs": active_repairs(),
-    }))
+    status["index_count"] = json!(indexes.len());
+    status["indexes"] = json!(indexes);
+    status["open_issues_by_severity"] = open_issues;
+    status["active_repairs"] = active_repairs();
+    JsonB(status)
 }
 
 /// Asks the launcher to run this database's healing cycle at its next
 /// wake-up (within 5 s) instead of waiting for the interval.
 #[pg_extern(volatile)]
 fn ruvector_dag_run_cycle() -> JsonB {
+    crate::release::require_current();
     use crate::healing::state;
     if state::snapshot().is_none() {
         crate::inspect::relation::raise(

@@ -44,7 +44,7 @@ unsafe extern "C-unwind" fn leave_slot(_: core::ffi::c_int, arg: pg_sys::Datum) 
     state::with_slot(db, |s| {
         if s.pid == unsafe { pg_sys::MyProcPid } {
             s.pid = 0;
-            if s.state != SlotState::NoExtension as u8 {
+            if s.state == SlotState::Running as u8 {
                 s.state = SlotState::Idle as u8;
             }
         }
@@ -77,23 +77,39 @@ pub extern "C-unwind" fn ruvector_cycle_main(arg: pg_sys::Datum) {
         s.last_start = now_ms();
     });
     unsafe { pg_sys::before_shmem_exit(Some(leave_slot), pg_sys::Datum::from(db as usize)) };
-    let installed = tx(|| {
-        Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ruvector_healing')",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false)
-    })
-    .unwrap_or(false);
-    let outcome = if installed { Some(run(db)) } else { None };
+    let release = tx(crate::release::state).unwrap_or(crate::release::Installed::Absent);
+    let mut was_parked = false;
+    state::with_slot(db, |s| was_parked = s.needs_update);
+    let parked = match &release {
+        crate::release::Installed::Absent => Some(SlotState::NoExtension),
+        crate::release::Installed::Current => None,
+        _ => Some(SlotState::NeedsUpdate),
+    };
+    // One log line when a database starts or stops needing an update,
+    // not one per cycle.
+    let needs_update = parked == Some(SlotState::NeedsUpdate);
+    if needs_update != was_parked {
+        match crate::release::mismatch_text(&release) {
+            Some((msg, hint)) => pgrx::log!(
+                "ruvector_healing: skipping database {}: {msg}; {hint}",
+                current_db_name()
+            ),
+            None => pgrx::log!(
+                "ruvector_healing: database {} was updated to {}; healing cycles resume",
+                current_db_name(),
+                crate::release::LIBRARY_VERSION
+            ),
+        }
+    }
+    let outcome = if parked.is_none() {
+        Some(run(db))
+    } else {
+        None
+    };
     let cpu = state::cpu_ms().saturating_sub(cpu0);
     state::with_slot(db, |s| {
-        s.state = if installed {
-            SlotState::Idle as u8
-        } else {
-            SlotState::NoExtension as u8
-        };
+        s.state = parked.unwrap_or(SlotState::Idle) as u8;
+        s.needs_update = needs_update;
         s.pid = 0;
         s.last_end = now_ms();
         s.last_duration_ms = started.elapsed().as_millis() as u64;
@@ -107,10 +123,10 @@ pub extern "C-unwind" fn ruvector_cycle_main(arg: pg_sys::Datum) {
         }
         state::set_step(
             s,
-            if installed {
-                "idle"
-            } else {
-                "extension not installed"
+            match parked {
+                None => "idle",
+                Some(SlotState::NoExtension) => "extension not installed",
+                _ => "skipped: the extension needs ALTER EXTENSION ruvector_healing UPDATE",
             },
         );
     });
@@ -393,6 +409,10 @@ fn quote(s: &str) -> String {
         .unwrap_or_else(|| s.to_string())
 }
 
+fn current_db_name() -> String {
+    tx(current_db).unwrap_or_default()
+}
+
 fn current_db() -> String {
     Spi::get_one::<String>("SELECT current_database()::text")
         .ok()
@@ -516,6 +536,7 @@ fn run(db: u32) -> Outcome {
         ..Default::default()
     };
     if !standby {
+        let _ = tx(crate::release::adopt_restored);
         step(db, "recovering interrupted repairs");
         crate::repair::recovery::recover_orphans(0);
     }

@@ -21,6 +21,9 @@ pub enum SlotState {
     Starting = 1,
     Running = 2,
     NoExtension = 3,
+    /// The database's objects are older than the library: skipped until
+    /// `ALTER EXTENSION ruvector_healing UPDATE`.
+    NeedsUpdate = 4,
 }
 
 impl SlotState {
@@ -29,6 +32,7 @@ impl SlotState {
             1 => "starting",
             2 => "running",
             3 => "no_extension",
+            4 => "needs_update",
             _ => "idle",
         }
     }
@@ -55,6 +59,8 @@ pub struct DbSlot {
     pub standby: bool,
     /// `ruvector_dag_run_cycle()` asked for a cycle before it is due.
     pub run_now: bool,
+    /// The last cycle found the extension's objects older than the library.
+    pub needs_update: bool,
 }
 
 impl Default for DbSlot {
@@ -75,6 +81,7 @@ impl Default for DbSlot {
             open_issues: 0,
             standby: false,
             run_now: false,
+            needs_update: false,
         }
     }
 }
@@ -198,6 +205,7 @@ pub fn slot_json(s: &DbSlot) -> Value {
         "indexes": s.indexes,
         "open_issues": s.open_issues,
         "standby": s.standby,
+        "needs_update": s.needs_update,
     })
 }
 

@@ -164,6 +164,7 @@ pub extern "C-unwind" fn ruvector_repair_worker_main(arg: pg_sys::Datum) {
             return;
         }
     }
+    let _ = tx(crate::release::adopt_restored);
     recover_orphans(id);
     retire_backups();
     match mode {

@@ -91,7 +91,7 @@ pub fn connect(db: &str) -> Client {
 }
 
 /// Bytes in the server log now (0 if it cannot be read).
-fn log_len() -> u64 {
+pub fn log_len() -> u64 {
     let path = format!("{}/server.log", settings().data);
     fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -120,6 +120,14 @@ fn crash_lines_since(from: u64) -> Vec<String> {
         .collect()
 }
 
+/// What the server logged since `from` (a `log_len()`).
+pub fn log_since(from: u64) -> String {
+    let path = format!("{}/server.log", settings().data);
+    let bytes = fs::read(path).unwrap_or_default();
+    let start = (from as usize).min(bytes.len());
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A database of its own for one test, with pgvector and ruvector_healing.
@@ -133,6 +141,24 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new(tag: &str) -> TestDb {
+        TestDb::new_at(tag, None)
+    }
+
+    /// The same with ruvector_healing at `version` (an earlier release's
+    /// install script) instead of the default.
+    pub fn new_at(tag: &str, version: Option<&str>) -> TestDb {
+        let db = TestDb::bare(tag);
+        let mut c = db.connect();
+        let version = version.map_or(String::new(), |v| format!(" VERSION '{v}'"));
+        c.batch_execute(&format!(
+            "CREATE EXTENSION vector; CREATE EXTENSION ruvector_healing{version};"
+        ))
+        .unwrap_or_else(|e| panic!("creating the extensions in {}: {}", db.name, err_text(&e)));
+        db
+    }
+
+    /// An empty database (no extension), dropped like the others.
+    pub fn bare(tag: &str) -> TestDb {
         let name = format!(
             "rv_it_{tag}_{}_{}",
             std::process::id(),
@@ -146,15 +172,11 @@ impl TestDb {
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        let db = TestDb {
+        TestDb {
             name,
             roles: Vec::new(),
             log_start,
-        };
-        let mut c = db.connect();
-        c.batch_execute("CREATE EXTENSION vector; CREATE EXTENSION ruvector_healing;")
-            .unwrap_or_else(|e| panic!("creating the extensions in {}: {}", db.name, err_text(&e)));
-        db
+        }
     }
 
     pub fn connect(&self) -> Client {
@@ -598,4 +620,82 @@ pub fn kill_worker(pid: i64) {
         "kill -9 {pid}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `ALTER SYSTEM SET`s for one test, reset (and reloaded) when dropped.
+pub struct SystemSettings(Vec<String>);
+
+impl SystemSettings {
+    pub fn set(pairs: &[(&str, &str)]) -> SystemSettings {
+        let mut c = connect("postgres");
+        for (k, v) in pairs {
+            exec(&mut c, &format!("ALTER SYSTEM SET {k} = '{v}'"));
+        }
+        exec(&mut c, "SELECT pg_reload_conf()");
+        SystemSettings(pairs.iter().map(|(k, _)| k.to_string()).collect())
+    }
+}
+
+impl Drop for SystemSettings {
+    fn drop(&mut self) {
+        if let Ok(mut c) = try_connect_as("postgres", "postgres") {
+            for k in &self.0 {
+                let _ = c.batch_execute(&format!("ALTER SYSTEM RESET {k}"));
+            }
+            let _ = c.batch_execute("SELECT pg_reload_conf()");
+        }
+    }
+}
+
+pub fn healing(c: &mut Client) -> Value {
+    json_of(c, "ruvector_dag_healing_status()->'healing'")
+}
+
+pub fn database<'a>(h: &'a Value, name: &str) -> Option<&'a Value> {
+    h["databases"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["database"] == name))
+}
+
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+// ------------------------------------------------------------------ repairs
+
+/// `ruvector_dag_repair_index(index, strategy)`: the repair id.
+pub fn request(c: &mut Client, index: &str, strategy: &str) -> i64 {
+    query_i64(
+        c,
+        &format!("SELECT ruvector_dag_repair_index('{index}', '{strategy}')"),
+    )
+}
+
+pub fn row(c: &mut Client, id: i64) -> Value {
+    json_of(
+        c,
+        &format!(
+            "SELECT ruvector_healing.repair_row(r) FROM ruvector_healing.repairs r WHERE repair_id = {id}"
+        ),
+    )
+}
+
+/// `CALL ruvector_dag_wait_repair` (autocommit), then the history row.
+pub fn wait(c: &mut Client, id: i64) -> Value {
+    exec(
+        c,
+        &format!("CALL ruvector_dag_wait_repair({id}, 600, NULL)"),
+    );
+    row(c, id)
+}
+
+pub fn status(r: &Value) -> &str {
+    r["status"].as_str().unwrap_or("?")
 }

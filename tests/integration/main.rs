@@ -19,4 +19,5 @@ mod partitioned;
 mod recall;
 mod repair;
 mod types;
+mod upgrade;
 mod worker;

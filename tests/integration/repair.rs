@@ -13,35 +13,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn request(c: &mut Client, index: &str, strategy: &str) -> i64 {
-    query_i64(
-        c,
-        &format!("SELECT ruvector_dag_repair_index('{index}', '{strategy}')"),
-    )
-}
-
-fn row(c: &mut Client, id: i64) -> Value {
-    json_of(
-        c,
-        &format!(
-            "SELECT ruvector_healing.repair_row(r) FROM ruvector_healing.repairs r WHERE repair_id = {id}"
-        ),
-    )
-}
-
-/// `CALL ruvector_dag_wait_repair` (autocommit), then the history row.
-fn wait(c: &mut Client, id: i64) -> Value {
-    exec(
-        c,
-        &format!("CALL ruvector_dag_wait_repair({id}, 600, NULL)"),
-    );
-    row(c, id)
-}
-
-fn status(r: &Value) -> &str {
-    r["status"].as_str().unwrap_or("?")
-}
-
 /// `(count, md5 of every row)`: what a repair must never change.
 fn checksum(c: &mut Client, table: &str) -> (i64, String) {
     let r = c

@@ -4,59 +4,13 @@
 //! databases are left alone; the switch, crashes of the launcher and of a
 //! repair worker, and databases created and dropped while it runs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 use serde_json::Value;
 
 use crate::common::*;
-
-/// `ALTER SYSTEM SET`s for one test, reset (and reloaded) when dropped.
-struct SystemSettings(Vec<String>);
-
-impl SystemSettings {
-    fn set(pairs: &[(&str, &str)]) -> SystemSettings {
-        let mut c = connect("postgres");
-        for (k, v) in pairs {
-            exec(&mut c, &format!("ALTER SYSTEM SET {k} = '{v}'"));
-        }
-        exec(&mut c, "SELECT pg_reload_conf()");
-        SystemSettings(pairs.iter().map(|(k, _)| k.to_string()).collect())
-    }
-}
-
-impl Drop for SystemSettings {
-    fn drop(&mut self) {
-        if let Ok(mut c) = try_connect_as("postgres", "postgres") {
-            for k in &self.0 {
-                let _ = c.batch_execute(&format!("ALTER SYSTEM RESET {k}"));
-            }
-            let _ = c.batch_execute("SELECT pg_reload_conf()");
-        }
-    }
-}
-
-fn healing(c: &mut Client) -> Value {
-    json_of(c, "ruvector_dag_healing_status()->'healing'")
-}
-
-fn database<'a>(h: &'a Value, name: &str) -> Option<&'a Value> {
-    h["databases"]
-        .as_array()
-        .and_then(|a| a.iter().find(|d| d["database"] == name))
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !f() {
-        assert!(
-            started.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 /// A drifted IVFFlat index (stale_training), an HNSW index with most
 /// elements deleted (fragmentation), and a healthy HNSW index.

@@ -9,17 +9,27 @@ source "$here/common.sh"
 DATA="$RV_HOME/data"
 DB=ruvector
 
-# Second invocation: stop the running server and exit.
-if pg_running "$DATA"; then
+# `run.sh restart`: build and install the new library while the server
+# runs (each file renamed into place, never overwritten), then restart it
+# so that every process loads the new library.
+if [[ "${1:-}" == restart ]]; then
+    log "Building and installing ruvector_healing (release) beside the running server"
+    install_extension release
+    if pg_running "$DATA"; then
+        log "Restarting the server on port $RUN_PORT to load the new library"
+        as_pg "$PG_BIN/pg_ctl" stop -w -D "$DATA" -m fast
+    fi
+elif pg_running "$DATA"; then
+    # Second invocation: stop the running server and exit.
     log "Server on port $RUN_PORT is running; stopping it"
     as_pg "$PG_BIN/pg_ctl" stop -w -D "$DATA" -m fast
     log "Stopped. Run 'bash scripts/run.sh' again to start it."
     exit 0
+else
+    # Optimised build, installed into the wheel's lib/ and share/extension/.
+    log "Building and installing ruvector_healing (release)"
+    install_extension release
 fi
-
-# Optimised build, installed into the wheel's lib/ and share/extension/.
-log "Building and installing ruvector_healing (release)"
-install_extension release
 
 if [[ ! -f "$DATA/PG_VERSION" ]]; then
     if [[ -d "$DATA" && -n "$(ls -A "$DATA")" ]]; then
@@ -42,6 +52,13 @@ fi
 PGOPTIONS="-c client_min_messages=warning" pg_psql "$RUN_PORT" -d "$DB" \
     -c "CREATE EXTENSION IF NOT EXISTS vector" \
     -c "CREATE EXTENSION IF NOT EXISTS ruvector_healing"
+# A database made by an earlier release is brought up to the library's.
+installed="$(pg_psql "$RUN_PORT" -d "$DB" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'ruvector_healing'")"
+default="$(pg_psql "$RUN_PORT" -d "$DB" -tAc "SELECT default_version FROM pg_available_extensions WHERE name = 'ruvector_healing'")"
+if [[ "$installed" != "$default" ]]; then
+    log "Updating ruvector_healing in database $DB from $installed to $default"
+    pg_psql "$RUN_PORT" -d "$DB" -c "ALTER EXTENSION ruvector_healing UPDATE"
+fi
 
 launcher="$(pg_psql "$RUN_PORT" -d "$DB" -tAc "SELECT ruvector_dag_healing_status()->'healing'->'launcher'->>'pid'")"
 cat <<EOF
@@ -53,5 +70,6 @@ cat <<EOF
     cycle starts one ruvector.dag_healing_interval_ms (5 min) after the server started.
     Example:
       SELECT ruvector_dag_healing_status()->'healing';
-    Run 'bash scripts/run.sh' again to stop the server.
+    Run 'bash scripts/run.sh' again to stop the server, or
+    'bash scripts/run.sh restart' to install a new build and restart it.
 EOF

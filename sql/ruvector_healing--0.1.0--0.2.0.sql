@@ -77,7 +77,8 @@ BEGIN
                                        FROM ruvector_healing.index_by_name(schema_name, index_name) r);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     UPDATE ruvector_healing.search_settings
-       SET index_oid = coalesce((SELECT r.index_oid FROM ruvector_healing.index_by_name(schema_name, relname) r), 0);
+       SET (index_oid, table_oid) = (SELECT coalesce(r.index_oid, 0), coalesce(r.table_oid, 0)
+                                       FROM ruvector_healing.index_by_name(schema_name, relname) r);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     UPDATE ruvector_healing.repairs
        SET index_oid = coalesce((SELECT r.index_oid FROM ruvector_healing.index_by_name(schema_name, relname) r), 0),
@@ -97,20 +98,24 @@ BEGIN
 END
 $$;
 
+
 -- ---------------------------------------------------------------- names beside OIDs
 -- Issues and tuning results keep the index's schema and name, which
--- survive a dump and restore (OIDs do not).
+-- survive a dump and restore (OIDs do not); tuning results also the table
+-- whose readers may see them.
 ALTER TABLE ruvector_healing.issues
     ADD COLUMN schema_name text NOT NULL DEFAULT '',
     ADD COLUMN relname text NOT NULL DEFAULT '';
 ALTER TABLE ruvector_healing.search_settings
     ADD COLUMN schema_name text NOT NULL DEFAULT '',
-    ADD COLUMN relname text NOT NULL DEFAULT '';
+    ADD COLUMN relname text NOT NULL DEFAULT '',
+    ADD COLUMN table_oid oid NOT NULL DEFAULT 0;
 UPDATE ruvector_healing.issues i SET schema_name = n.nspname, relname = c.relname
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.oid = i.index_oid;
-UPDATE ruvector_healing.search_settings i SET schema_name = n.nspname, relname = c.relname
+UPDATE ruvector_healing.search_settings i SET schema_name = n.nspname, relname = c.relname, table_oid = x.indrelid
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
  WHERE c.oid = i.index_oid;
 -- Indexes dropped since: the name as it was printed.
 UPDATE ruvector_healing.issues
@@ -136,6 +141,202 @@ RETURNS bigint LANGUAGE sql VOLATILE AS $$
     RETURNING issue_id
 $$;
 
+-- ---------------------------------------------------------------- repairs
+-- A rollback that did not happen is recorded as such (the repair stands).
+ALTER TABLE ruvector_healing.repairs
+    DROP CONSTRAINT repairs_status_check,
+    ADD CONSTRAINT repairs_status_check CHECK (status IN ('planned', 'building', 'validating', 'swapping',
+                      'swapped', 'retiring', 'rolling_back', 'done', 'failed', 'rolled_back',
+                      'cancelled', 'refused', 'dry_run', 'rollback_failed'));
+
+CREATE OR REPLACE PROCEDURE ruvector_dag_wait_repair(repair_id bigint, timeout_s int DEFAULT 3600,
+                                          INOUT result jsonb DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    id bigint := repair_id;
+    deadline timestamptz;
+    st text;
+BEGIN
+    IF id IS NULL THEN
+        RAISE EXCEPTION 'repair_id must not be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF timeout_s IS NULL OR timeout_s < 0 THEN
+        RAISE EXCEPTION 'timeout_s must be 0 or more seconds, got %', coalesce(timeout_s::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF @extschema@.ruvector_dag_in_transaction_block() THEN
+        RAISE EXCEPTION 'ruvector_dag_wait_repair cannot run inside a transaction block'
+            USING ERRCODE = 'active_sql_transaction',
+                  DETAIL = 'A repair builds its index with CREATE INDEX CONCURRENTLY, which waits for every transaction older than its own snapshot: waiting inside an open transaction would block the repair it waits for.',
+                  HINT = 'CALL it on its own, outside BEGIN ... COMMIT.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM ruvector_healing.repairs r WHERE r.repair_id = id) THEN
+        RAISE EXCEPTION 'repair % does not exist', id
+            USING ERRCODE = 'no_data_found', HINT = 'list repairs with ruvector_dag_repair_history(table)';
+    END IF;
+    deadline := clock_timestamp() + make_interval(secs => timeout_s);
+    LOOP
+        SELECT r.status INTO st FROM ruvector_healing.repairs r WHERE r.repair_id = id;
+        EXIT WHEN st IN ('done', 'failed', 'rolled_back', 'cancelled', 'refused', 'dry_run', 'rollback_failed');
+        IF clock_timestamp() >= deadline THEN
+            RAISE WARNING 'repair % is still %, after % s', id, st, timeout_s;
+            EXIT;
+        END IF;
+        COMMIT;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+    SELECT ruvector_healing.repair_row(r) INTO result FROM ruvector_healing.repairs r WHERE r.repair_id = id;
+END
+$$;
+
+-- ---------------------------------------------------------------- policies
+-- Setting or removing the policy of an index or a table takes the right
+-- to maintain it.
+CREATE OR REPLACE FUNCTION ruvector_healing.set_policy(
+    p_scope text, sch text, nm text, p_excluded bool, p_strategy text, p_pin_lists bool, p_thresholds jsonb)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    k text; result jsonb;
+BEGIN
+    IF p_strategy IS NOT NULL AND p_strategy NOT IN ('auto', 'none', 'rebuild', 'vacuum', 'tune_search') THEN
+        RAISE EXCEPTION 'unknown strategy "%"', p_strategy USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'auto, none (never repaired automatically), rebuild, vacuum or tune_search';
+    END IF;
+    IF p_thresholds IS NOT NULL THEN
+        IF jsonb_typeof(p_thresholds) <> 'object' THEN
+            RAISE EXCEPTION 'thresholds must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'for example ''{"max_fragmentation": 0.3}''';
+        END IF;
+        FOR k IN SELECT jsonb_object_keys(p_thresholds) LOOP
+            IF k NOT IN ('max_fragmentation', 'max_unreachable', 'max_unreachable_ratio',
+                         'min_connectivity', 'max_cluster_balance', 'max_centroid_drift',
+                         'max_dead_share', 'min_dead_tuples') THEN
+                RAISE EXCEPTION 'unknown threshold "%"', k USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'thresholds: max_fragmentation, max_unreachable, max_unreachable_ratio, min_connectivity, max_cluster_balance, max_centroid_drift, max_dead_share, min_dead_tuples';
+            END IF;
+            IF jsonb_typeof(p_thresholds->k) <> 'number' OR (p_thresholds->>k)::float8 < 0 THEN
+                RAISE EXCEPTION 'threshold "%" must be a non-negative number', k
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        END LOOP;
+    END IF;
+    PERFORM ruvector_healing.require_maintain(p_scope, sch, nm);
+    INSERT INTO ruvector_healing.index_policies AS p
+           (scope, schema_name, object_name, excluded, strategy, pin_lists, thresholds)
+    VALUES (p_scope, sch, nm, coalesce(p_excluded, false), coalesce(p_strategy, 'auto'),
+            coalesce(p_pin_lists, false), coalesce(p_thresholds, '{}'))
+    ON CONFLICT (scope, schema_name, object_name) DO UPDATE
+       SET excluded = coalesce(p_excluded, p.excluded), strategy = coalesce(p_strategy, p.strategy),
+           pin_lists = coalesce(p_pin_lists, p.pin_lists),
+           thresholds = coalesce(p_thresholds, p.thresholds), updated_at = now()
+    RETURNING to_jsonb(p) INTO result;
+    RETURN result;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ruvector_dag_reset_policy(scope text, schema_name text DEFAULT '', object_name text DEFAULT '')
+RETURNS bool LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF scope IS NULL OR scope NOT IN ('database', 'schema', 'table', 'index') THEN
+        RAISE EXCEPTION 'unknown policy scope "%"', coalesce(scope, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'database, schema, table or index';
+    END IF;
+    PERFORM ruvector_healing.require_maintain($1, coalesce($2, ''), coalesce($3, ''));
+    DELETE FROM ruvector_healing.index_policies p
+     WHERE p.scope = $1 AND p.schema_name = coalesce($2, '') AND p.object_name = coalesce($3, '');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END
+$$;
+
+-- ---------------------------------------------------------------- visibility
+-- A row about a table is visible to a role that may read that table
+-- (SELECT on it or on any of its columns, as inspecting its index
+-- requires), to pg_read_all_stats (as PostgreSQL's own statistics views
+-- show other users' rows), and to superusers (who bypass row security).
+-- A table that no longer exists is visible only to those two. Row-level
+-- security rather than views over revoked tables: the tables stay the
+-- interface users query, every function that is not SECURITY DEFINER is
+-- filtered by the same rule without code of its own, and pg_dump by the
+-- owner keeps every row (a non-owner's pg_dump stops with "query would be
+-- affected by row-level security policy" unless it passes
+-- --enable-row-security, which dumps the rows that role may see).
+CREATE FUNCTION ruvector_healing.visible(tbl oid)
+RETURNS bool LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce(pg_catalog.has_any_column_privilege(tbl, 'SELECT'), false)
+        OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE')
+$$;
+
+-- The table a policy row is about: the index's table, the table itself;
+-- 0 for schema and database scope (or when it no longer exists).
+CREATE FUNCTION ruvector_healing.policy_table(p_scope text, sch text, nm text)
+RETURNS oid LANGUAGE sql STABLE AS $$
+    SELECT coalesce(CASE p_scope
+               WHEN 'index' THEN (SELECT r.table_oid FROM ruvector_healing.index_by_name(sch, nm) r)
+               WHEN 'table' THEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', sch, nm))::oid
+           END, 0)
+$$;
+
+-- Policies of an index or a table follow the table's rule; broader ones
+-- are for ruvector_healer members (and pg_read_all_stats).
+CREATE FUNCTION ruvector_healing.policy_visible(p_scope text, sch text, nm text)
+RETURNS bool LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN p_scope IN ('index', 'table')
+                THEN ruvector_healing.visible(ruvector_healing.policy_table(p_scope, sch, nm))
+                ELSE pg_catalog.pg_has_role('ruvector_healer', 'USAGE')
+                     OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') END
+$$;
+
+-- A policy steers the repairs of a table: setting or removing one of an
+-- index or a table takes the right to maintain it (MAINTAIN, or owning
+-- it), as a repair request does.
+CREATE FUNCTION ruvector_healing.require_maintain(p_scope text, sch text, nm text)
+RETURNS void LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    tbl oid := ruvector_healing.policy_table(p_scope, sch, nm);
+BEGIN
+    IF p_scope IN ('index', 'table') AND tbl <> 0
+       AND NOT pg_catalog.has_table_privilege(tbl, 'MAINTAIN') THEN
+        RAISE EXCEPTION 'permission denied to set the policy of %', tbl::regclass
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = pg_catalog.format('policies of a table''s indexes need the right to maintain it: GRANT MAINTAIN ON %s TO %I',
+                                           tbl::regclass, current_user);
+    END IF;
+END
+$$;
+
+ALTER TABLE ruvector_healing.issues ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.issues FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+CREATE POLICY healer_writes ON ruvector_healing.issues TO ruvector_healer
+    USING (ruvector_healing.visible(table_oid)) WITH CHECK (ruvector_healing.visible(table_oid));
+
+ALTER TABLE ruvector_healing.search_settings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.search_settings FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+CREATE POLICY healer_writes ON ruvector_healing.search_settings TO ruvector_healer
+    USING (ruvector_healing.visible(table_oid)) WITH CHECK (ruvector_healing.visible(table_oid));
+
+ALTER TABLE ruvector_healing.repairs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.repairs FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+
+ALTER TABLE ruvector_healing.repair_steps ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.repair_steps FOR SELECT
+    USING (EXISTS (SELECT 1 FROM ruvector_healing.repairs r WHERE r.repair_id = repair_steps.repair_id));
+
+ALTER TABLE ruvector_healing.observations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.observations FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+
+ALTER TABLE ruvector_healing.index_policies ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.index_policies FOR SELECT
+    USING (ruvector_healing.policy_visible(scope, schema_name, object_name));
+CREATE POLICY healer_writes ON ruvector_healing.index_policies TO ruvector_healer
+    USING (ruvector_healing.policy_visible(scope, schema_name, object_name))
+    WITH CHECK (ruvector_healing.policy_visible(scope, schema_name, object_name));
 
 -- ---------------------------------------------------------------- grants
 REVOKE ALL ON FUNCTION ruvector_healing.adopt_restored() FROM PUBLIC;

@@ -105,7 +105,8 @@ CREATE TABLE ruvector_healing.search_settings (
     curve           jsonb NOT NULL, -- [{value, recall, mean_query_ms}]
     measured_at     timestamptz NOT NULL DEFAULT now(),
     schema_name     text NOT NULL DEFAULT '', -- the index by name (survives a restore)
-    relname         text NOT NULL DEFAULT ''
+    relname         text NOT NULL DEFAULT '',
+    table_oid       oid NOT NULL DEFAULT 0    -- whose readers may see the row
 );
 CREATE INDEX search_settings_by_index ON ruvector_healing.search_settings (index_oid, measured_at);
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.search_settings', '');
@@ -143,7 +144,7 @@ CREATE TABLE ruvector_healing.repairs (
     dry_run       bool NOT NULL DEFAULT false,
     status        text NOT NULL CHECK (status IN ('planned', 'building', 'validating', 'swapping',
                       'swapped', 'retiring', 'rolling_back', 'done', 'failed', 'rolled_back',
-                      'cancelled', 'refused', 'dry_run')),
+                      'cancelled', 'refused', 'dry_run', 'rollback_failed')),
     requested_by  text NOT NULL,
     requested_at  timestamptz NOT NULL DEFAULT now(),
     requester_xid xid8,
@@ -242,6 +243,7 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
+    PERFORM ruvector_healing.require_maintain(p_scope, sch, nm);
     INSERT INTO ruvector_healing.index_policies AS p
            (scope, schema_name, object_name, excluded, strategy, pin_lists, thresholds)
     VALUES (p_scope, sch, nm, coalesce(p_excluded, false), coalesce(p_strategy, 'auto'),
@@ -330,6 +332,7 @@ BEGIN
         RAISE EXCEPTION 'unknown policy scope "%"', coalesce(scope, 'NULL')
             USING ERRCODE = 'invalid_parameter_value', HINT = 'database, schema, table or index';
     END IF;
+    PERFORM ruvector_healing.require_maintain($1, coalesce($2, ''), coalesce($3, ''));
     DELETE FROM ruvector_healing.index_policies p
      WHERE p.scope = $1 AND p.schema_name = coalesce($2, '') AND p.object_name = coalesce($3, '');
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -406,7 +409,7 @@ BEGIN
     deadline := clock_timestamp() + make_interval(secs => timeout_s);
     LOOP
         SELECT r.status INTO st FROM ruvector_healing.repairs r WHERE r.repair_id = id;
-        EXIT WHEN st IN ('done', 'failed', 'rolled_back', 'cancelled', 'refused', 'dry_run');
+        EXIT WHEN st IN ('done', 'failed', 'rolled_back', 'cancelled', 'refused', 'dry_run', 'rollback_failed');
         IF clock_timestamp() >= deadline THEN
             RAISE WARNING 'repair % is still %, after % s', id, st, timeout_s;
             EXIT;
@@ -491,7 +494,8 @@ BEGIN
                                        FROM ruvector_healing.index_by_name(schema_name, index_name) r);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     UPDATE ruvector_healing.search_settings
-       SET index_oid = coalesce((SELECT r.index_oid FROM ruvector_healing.index_by_name(schema_name, relname) r), 0);
+       SET (index_oid, table_oid) = (SELECT coalesce(r.index_oid, 0), coalesce(r.table_oid, 0)
+                                       FROM ruvector_healing.index_by_name(schema_name, relname) r);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     UPDATE ruvector_healing.repairs
        SET index_oid = coalesce((SELECT r.index_oid FROM ruvector_healing.index_by_name(schema_name, relname) r), 0),
@@ -510,3 +514,90 @@ BEGIN
     RETURN total;
 END
 $$;
+
+-- ---------------------------------------------------------------- visibility
+-- A row about a table is visible to a role that may read that table
+-- (SELECT on it or on any of its columns, as inspecting its index
+-- requires), to pg_read_all_stats (as PostgreSQL's own statistics views
+-- show other users' rows), and to superusers (who bypass row security).
+-- A table that no longer exists is visible only to those two. Row-level
+-- security rather than views over revoked tables: the tables stay the
+-- interface users query, every function that is not SECURITY DEFINER is
+-- filtered by the same rule without code of its own, and pg_dump by the
+-- owner keeps every row (a non-owner's pg_dump stops with "query would be
+-- affected by row-level security policy" unless it passes
+-- --enable-row-security, which dumps the rows that role may see).
+CREATE FUNCTION ruvector_healing.visible(tbl oid)
+RETURNS bool LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce(pg_catalog.has_any_column_privilege(tbl, 'SELECT'), false)
+        OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE')
+$$;
+
+-- The table a policy row is about: the index's table, the table itself;
+-- 0 for schema and database scope (or when it no longer exists).
+CREATE FUNCTION ruvector_healing.policy_table(p_scope text, sch text, nm text)
+RETURNS oid LANGUAGE sql STABLE AS $$
+    SELECT coalesce(CASE p_scope
+               WHEN 'index' THEN (SELECT r.table_oid FROM ruvector_healing.index_by_name(sch, nm) r)
+               WHEN 'table' THEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', sch, nm))::oid
+           END, 0)
+$$;
+
+-- Policies of an index or a table follow the table's rule; broader ones
+-- are for ruvector_healer members (and pg_read_all_stats).
+CREATE FUNCTION ruvector_healing.policy_visible(p_scope text, sch text, nm text)
+RETURNS bool LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN p_scope IN ('index', 'table')
+                THEN ruvector_healing.visible(ruvector_healing.policy_table(p_scope, sch, nm))
+                ELSE pg_catalog.pg_has_role('ruvector_healer', 'USAGE')
+                     OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') END
+$$;
+
+-- A policy steers the repairs of a table: setting or removing one of an
+-- index or a table takes the right to maintain it (MAINTAIN, or owning
+-- it), as a repair request does.
+CREATE FUNCTION ruvector_healing.require_maintain(p_scope text, sch text, nm text)
+RETURNS void LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    tbl oid := ruvector_healing.policy_table(p_scope, sch, nm);
+BEGIN
+    IF p_scope IN ('index', 'table') AND tbl <> 0
+       AND NOT pg_catalog.has_table_privilege(tbl, 'MAINTAIN') THEN
+        RAISE EXCEPTION 'permission denied to set the policy of %', tbl::regclass
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = pg_catalog.format('policies of a table''s indexes need the right to maintain it: GRANT MAINTAIN ON %s TO %I',
+                                           tbl::regclass, current_user);
+    END IF;
+END
+$$;
+
+ALTER TABLE ruvector_healing.issues ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.issues FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+CREATE POLICY healer_writes ON ruvector_healing.issues TO ruvector_healer
+    USING (ruvector_healing.visible(table_oid)) WITH CHECK (ruvector_healing.visible(table_oid));
+
+ALTER TABLE ruvector_healing.search_settings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.search_settings FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+CREATE POLICY healer_writes ON ruvector_healing.search_settings TO ruvector_healer
+    USING (ruvector_healing.visible(table_oid)) WITH CHECK (ruvector_healing.visible(table_oid));
+
+ALTER TABLE ruvector_healing.repairs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.repairs FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+
+ALTER TABLE ruvector_healing.repair_steps ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.repair_steps FOR SELECT
+    USING (EXISTS (SELECT 1 FROM ruvector_healing.repairs r WHERE r.repair_id = repair_steps.repair_id));
+
+ALTER TABLE ruvector_healing.observations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.observations FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+
+ALTER TABLE ruvector_healing.index_policies ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.index_policies FOR SELECT
+    USING (ruvector_healing.policy_visible(scope, schema_name, object_name));
+CREATE POLICY healer_writes ON ruvector_healing.index_policies TO ruvector_healer
+    USING (ruvector_healing.policy_visible(scope, schema_name, object_name))
+    WITH CHECK (ruvector_healing.policy_visible(scope, schema_name, object_name));

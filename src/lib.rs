@@ -33,7 +33,9 @@ pub extern "C-unwind" fn _PG_init() {
     if preload {
         use healing::state::STATE;
         use repair::counters::COUNTERS;
+        use repair::registry::REGISTRY;
         pgrx::pg_shmem_init!(COUNTERS);
+        pgrx::pg_shmem_init!(REGISTRY);
         pgrx::pg_shmem_init!(STATE);
         healing::launcher::register();
     }

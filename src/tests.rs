@@ -316,9 +316,24 @@ fn repair_counters_live_in_shared_memory() {
     assert_eq!(after.successful, before.successful + 1);
     assert_eq!(after.failed, before.failed + 1);
     assert_eq!(after.total_ms, before.total_ms + 40);
-    assert!(counters::try_acquire(1));
-    assert!(!counters::try_acquire(1), "the cap of 1 is taken");
-    counters::release();
+}
+
+/// The registry lives in shared memory: an entry this backend takes is
+/// seen, refuses another owner's table, and leaves with the call.
+#[pg_test]
+fn repair_registry_lives_in_shared_memory() {
+    use crate::repair::registry;
+    let table = pg_sys::Oid::from(424_242);
+    registry::enter(-7).expect("an entry");
+    assert_eq!(registry::holder(-7).map(|e| e.pid), Some(unsafe { pg_sys::MyProcPid }));
+    registry::claim_table(-7, table, 1).expect("the table's slot");
+    assert_eq!(registry::table_holder(table).map(|e| e.repair_id), Some(-7));
+    registry::enter(-8).unwrap();
+    assert!(registry::claim_table(-8, pg_sys::Oid::from(1), 1).is_err(), "the cap of 1 is taken");
+    registry::leave(-8);
+    registry::leave(-7);
+    assert!(registry::holder(-7).is_none());
+    assert!(registry::table_holder(table).is_none());
 }
 
 /// The most specific policy applies: index, then table, schema, database.

@@ -4,34 +4,12 @@
 use pgrx::itemptr::item_pointer_set_all;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, JsonB};
-use serde_json::{json, Value};
 
 use super::args::{oid_of, Regclass};
 use crate::inspect::hnsw;
 use crate::inspect::metrics;
 use crate::inspect::relation::{raise, resolve, Am, IndexTarget};
-use crate::inspect::report::{hnsw_scan, index_health, ivf_scan, walk_error, with_pages};
-
-/// Health of one index; a partitioned index reports each leaf partition.
-pub fn health_value(t: &IndexTarget) -> Value {
-    if !t.partitioned {
-        let mut m = index_health(t);
-        m.insert("partitioned".into(), json!(false));
-        return Value::Object(m);
-    }
-    let parts: Vec<Value> = t
-        .partitions
-        .iter()
-        .map(|oid| health_value(&resolve(Some(*oid))))
-        .collect();
-    json!({
-        "am": t.am.name(),
-        "index": t.name,
-        "table": t.table,
-        "partitioned": true,
-        "partitions": parts,
-    })
-}
+use crate::inspect::report::{health_value, hnsw_scan, ivf_scan, walk_error, with_pages};
 
 #[pg_extern(volatile, parallel_safe)]
 fn ruvector_dag_index_health(index: Option<Regclass>) -> JsonB {

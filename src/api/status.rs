@@ -58,6 +58,7 @@ fn repair_counters() -> Value {
     match crate::repair::counters::snapshot() {
         Some(c) => {
             let mut v = crate::repair::counters::to_json(&c);
+            v["active_repairs"] = json!(crate::repair::registry::running());
             v["since"] = json!("server start (the history tables keep the long-term record)");
             v
         }
@@ -133,25 +134,30 @@ fn healing() -> Value {
     })
 }
 
-/// Repairs of this database that are not finished, with their worker.
+/// Repairs of this database that are not finished (those the caller may
+/// see), with their worker from the registry.
 fn active_repairs() -> Value {
-    Spi::get_one_with_args::<JsonB>(
+    let rows = Spi::get_one::<JsonB>(
         "SELECT coalesce(jsonb_agg(jsonb_build_object(
                     'repair_id', r.repair_id, 'index', r.index_name, 'strategy', r.strategy,
-                    'status', r.status, 'requested_at', r.requested_at, 'started_at', r.started_at,
-                    'worker_pid', l.pid, 'worker_alive', l.pid IS NOT NULL)
+                    'status', r.status, 'requested_at', r.requested_at, 'started_at', r.started_at)
                   ORDER BY r.repair_id), '[]')
            FROM ruvector_healing.repairs r
-           LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                AND l.classid = $1::int4::oid AND l.objid = r.repair_id::oid
           WHERE ruvector_healing.repair_active(r.status)",
-        &[crate::repair::journal::REPAIR_KEY.into()],
     )
     .ok()
     .flatten()
     .map(|j| j.0)
-    .unwrap_or(json!([]))
+    .unwrap_or(json!([]));
+    let mut rows = rows.as_array().cloned().unwrap_or_default();
+    for r in rows.iter_mut() {
+        let pid = r["repair_id"]
+            .as_i64()
+            .and_then(crate::repair::journal::worker_pid);
+        r["worker_pid"] = json!(pid);
+        r["worker_alive"] = json!(pid.is_some());
+    }
+    Value::Array(rows)
 }
 
 /// `needs_update`: `null` when the installed objects match the library,

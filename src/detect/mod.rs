@@ -1,3 +1,6 @@
-//! Detection: pure rules that turn measurements into issues.
+//! Detection: pure rules that turn measurements into issues
+//! (`index_health`), and their Postgres side (`record`): inspecting a
+//! table's indexes and recording what the rules find.
 
 pub mod index_health;
+pub mod record;

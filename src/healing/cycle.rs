@@ -25,8 +25,8 @@ use super::anomaly::{self, Bad};
 use super::policy::policy;
 use super::state::{self, now_ms, SlotState};
 use super::window;
-use crate::api::check::{inspect_table, record};
 use crate::config;
+use crate::detect::record::{inspect_table, record};
 use crate::repair::exec::{in_transaction, Deadline, StepError};
 
 fn tx<R>(f: impl FnOnce() -> R) -> Result<R, StepError> {
@@ -59,7 +59,7 @@ pub extern "C-unwind" fn ruvector_cycle_main(arg: pg_sys::Datum) {
     unsafe {
         pg_sys::pqsignal_be(
             pg_sys::SIGTERM as i32,
-            Some(crate::repair::worker::on_sigterm),
+            Some(crate::repair::step::on_sigterm),
         );
         pg_sys::BackgroundWorkerUnblockSignals();
     }
@@ -67,8 +67,8 @@ pub extern "C-unwind" fn ruvector_cycle_main(arg: pg_sys::Datum) {
         Some(pg_sys::Oid::from(db)),
         None,
     );
-    crate::repair::worker::set_session("search_path", "pg_catalog, pg_temp");
-    crate::repair::worker::set_session("application_name", "ruvector_healing cycle");
+    crate::repair::step::set_session("search_path", "pg_catalog, pg_temp");
+    crate::repair::step::set_session("application_name", "ruvector_healing cycle");
     let started = Instant::now();
     let cpu0 = state::cpu_ms();
     state::with_slot(db, |s| {
@@ -388,11 +388,11 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
             == Some(1);
         if first {
             out.new_issues += 1;
-            notify(
-                json!({"event": "issue", "database": current_db(), "issue_id": id,
-                "index": index, "kind": kind, "severity": severity, "priority": priority,
-                "details": details}),
-            );
+            // Ids and codes only: any role can listen on the channel; a
+            // client reads the row by id, which shows it only to roles that
+            // may read the table.
+            notify(json!({"event": "issue", "issue_id": id, "kind": kind,
+                          "severity": severity, "priority": priority}));
         }
     }
     out.open_issues += kept.len() as u32;
@@ -501,7 +501,7 @@ fn request_repairs(db: u32) {
         }
         step(db, &format!("requesting a repair of {schema}.{name}"));
         let r = tx(|| {
-            crate::api::repair::request(
+            crate::repair::request::request(
                 Some(index),
                 Some(&p.strategy),
                 false,
@@ -514,12 +514,7 @@ fn request_repairs(db: u32) {
                 "ruvector_healing: repair {id} of {schema}.{name} requested for issue {issue}"
             ),
             Err(e) => {
-                let _ = tx(|| {
-                    notify(
-                        json!({"event": "repair_not_requested", "database": current_db(),
-                        "index": format!("{schema}.{name}"), "issue_id": issue, "error": e.message}),
-                    )
-                });
+                let _ = tx(|| notify(json!({"event": "repair_not_requested", "issue_id": issue})));
                 pgrx::log!(
                     "ruvector_healing: no repair of {schema}.{name} for issue {issue}: {}",
                     e.message

@@ -144,3 +144,24 @@ pub fn index_health(t: &IndexTarget) -> Map<String, Value> {
     );
     out
 }
+
+/// Health of one index; a partitioned index reports each leaf partition.
+pub fn health_value(t: &IndexTarget) -> Value {
+    if !t.partitioned {
+        let mut m = index_health(t);
+        m.insert("partitioned".into(), json!(false));
+        return Value::Object(m);
+    }
+    let parts: Vec<Value> = t
+        .partitions
+        .iter()
+        .map(|oid| health_value(&super::relation::resolve(Some(*oid))))
+        .collect();
+    json!({
+        "am": t.am.name(),
+        "index": t.name,
+        "table": t.table,
+        "partitioned": true,
+        "partitions": parts,
+    })
+}

@@ -1,7 +1,7 @@
 //! Repair counters in shared memory (the specification's `HealingMetrics`
-//! for repairs) and the server-wide cap on concurrent repairs. They exist
-//! only when the library is preloaded, and restart from zero with the
-//! server; the history tables keep the long-term record.
+//! for repairs). They exist only when the library is preloaded, and
+//! restart from zero with the server; the history tables keep the
+//! long-term record. Repairs running now are counted by the `registry`.
 
 use std::sync::atomic::Ordering;
 
@@ -19,8 +19,6 @@ pub struct Counters {
     pub refused: u64,
     /// Sum of the durations of successful repairs.
     pub total_ms: u64,
-    /// Repairs holding a slot right now.
-    pub active: u32,
 }
 
 unsafe impl PGRXSharedMemory for Counters {}
@@ -29,22 +27,6 @@ pub static COUNTERS: PgLwLock<Counters> = unsafe { PgLwLock::new(c"ruvector_heal
 
 pub fn available() -> bool {
     crate::PRELOADED.load(Ordering::Relaxed)
-}
-
-/// Takes a repair slot if fewer than `max` are taken.
-pub fn try_acquire(max: i32) -> bool {
-    let mut c = COUNTERS.exclusive();
-    if (c.active as i64) < max as i64 {
-        c.active += 1;
-        true
-    } else {
-        false
-    }
-}
-
-pub fn release() {
-    let mut c = COUNTERS.exclusive();
-    c.active = c.active.saturating_sub(1);
 }
 
 /// Outcome of one repair for the counters.
@@ -98,7 +80,6 @@ pub fn to_json(c: &Counters) -> Value {
         "total_repair_time_ms": c.total_ms,
         "success_rate": success_rate(c),
         "avg_repair_time_ms": average_ms(c),
-        "active_repairs": c.active,
     })
 }
 

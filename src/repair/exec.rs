@@ -133,6 +133,17 @@ pub fn in_transaction<R>(deadline: Deadline, f: impl FnOnce() -> R) -> Result<R,
     r
 }
 
+/// Runs `f` in a transaction of its own that a cancel request does not
+/// interrupt: the worker's bookkeeping (journal rows, catalog look-ups).
+/// A cancel that arrives meanwhile stays pending, and the next step that
+/// does work acts on it, so it is neither lost nor half-applied.
+pub fn in_transaction_uncancellable<R>(f: impl FnOnce() -> R) -> Result<R, StepError> {
+    unsafe { pg_sys::QueryCancelHoldoffCount += 1 };
+    let r = in_transaction(Deadline(None), f);
+    unsafe { pg_sys::QueryCancelHoldoffCount = pg_sys::QueryCancelHoldoffCount.saturating_sub(1) };
+    r
+}
+
 /// Runs one SQL statement at top level (see the module comment).
 pub fn top_level(deadline: Deadline, sql: &str) -> Result<(), StepError> {
     let c_sql = CString::new(sql).map_err(|_| StepError::new("statement contains a NUL byte"))?;

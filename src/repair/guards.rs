@@ -5,17 +5,17 @@ use pgrx::pg_sys;
 use pgrx::spi::Spi;
 
 use super::catalog::{self, IndexFacts};
-use super::counters::{self};
-use super::journal::{RepairRow, TABLE_KEY};
+use super::journal::RepairRow;
 use super::plan::{self, Status, Strategy};
+use super::registry::{self, Refusal};
 use super::settings::RepairSettings;
-use super::worker::*;
+use super::step::*;
 
 // ------------------------------------------------------------------ guards
 
 /// Checks the guards that depend on the moment the repair starts. `Err`
-/// is the refusal reason. On success the repair holds its table's lock and
-/// a concurrency slot.
+/// is the refusal reason. On success the repair holds its table's slot in
+/// the registry (which also caps the repairs running at once).
 pub(crate) fn guards(
     row: &RepairRow,
     s: &RepairSettings,
@@ -27,21 +27,23 @@ pub(crate) fn guards(
     if unsafe { pg_sys::RecoveryInProgress() } {
         return Err("the server is a standby (in recovery): repairs run on the primary".into());
     }
-    let locked = tx(|| {
-        Spi::get_one_with_args::<bool>(
-            "SELECT pg_try_advisory_lock($1, $2::int4)",
-            &[TABLE_KEY.into(), (row.table_oid.to_u32() as i32).into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false)
-    })
-    .unwrap_or(false);
-    if !locked {
-        return Err(format!(
-            "another repair of table {} is running",
-            facts.table
-        ));
+    // One repair per table, at most max_concurrent_repairs at once: the
+    // table's slot in the registry, released when this worker exits.
+    let max = crate::config::MAX_CONCURRENT_REPAIRS.get().max(1) as usize;
+    match registry::claim_table(row.id, row.table_oid, max) {
+        Ok(()) => {}
+        Err(Refusal::TableBusy(e)) => {
+            return Err(format!(
+                "repair {} of table {} is running",
+                e.repair_id, facts.table
+            ))
+        }
+        Err(Refusal::TooMany(n)) => {
+            return Err(format!(
+                "{n} repairs are running (ruvector.dag_healing_max_concurrent_repairs)"
+            ))
+        }
+        Err(_) => return Err("the repair registry has no free entry".into()),
     }
     let history = tx(|| recent(row)).map_err(|e| e.message)?;
     if let Some(age) = history.last_success_age_s {
@@ -77,13 +79,6 @@ pub(crate) fn guards(
             _ => {}
         }
     }
-    if !counters::try_acquire(crate::config::MAX_CONCURRENT_REPAIRS.get()) {
-        return Err(format!(
-            "{} repairs are running (ruvector.dag_healing_max_concurrent_repairs)",
-            crate::config::MAX_CONCURRENT_REPAIRS.get()
-        ));
-    }
-    unsafe { pg_sys::before_shmem_exit(Some(release_slot), pg_sys::Datum::from(0)) };
     Ok(())
 }
 

@@ -8,13 +8,7 @@ use pgrx::{pg_sys, JsonB};
 use serde_json::{json, Value};
 
 use super::plan::{Status, Strategy};
-
-/// Advisory-lock key spaces (first key of `pg_advisory_lock(int4, int4)`):
-/// a repair's worker holds `(REPAIR_KEY, repair_id)` for its whole life, so
-/// a free lock means the worker is gone; `(TABLE_KEY, table_oid)` keeps one
-/// repair per table.
-pub const REPAIR_KEY: i32 = 0x5256_0001;
-pub const TABLE_KEY: i32 = 0x5256_0002;
+use super::registry;
 
 /// What a worker reads of a repair. Names and definitions are not taken
 /// from here: the worker reads them from the catalog by OID.
@@ -104,12 +98,14 @@ pub fn finish(id: i64, status: Status, error: Option<&str>) {
         &[id.into(), status.name().into(), error.into()],
     );
     step(id, status.name(), json!({ "error": error }));
-    // Clients may LISTEN ruvector_healing to alert on outcomes.
+    // Clients may LISTEN ruvector_healing to alert on outcomes. Any role
+    // can listen on a channel, so the payload names nothing: ids and
+    // states; a client reads the row by id (which shows it only to roles
+    // that may read the table).
     let _ = Spi::run_with_args(
         "SELECT pg_notify('ruvector_healing', jsonb_build_object(
-                    'event', 'repair', 'database', current_database(), 'repair_id', repair_id,
-                    'index', index_name, 'strategy', strategy, 'status', status,
-                    'issue_id', issue_id, 'error', error)::text)
+                    'event', 'repair', 'repair_id', repair_id, 'strategy', strategy,
+                    'status', status, 'issue_id', issue_id)::text)
            FROM ruvector_healing.repairs WHERE repair_id = $1",
         &[id.into()],
     );
@@ -123,60 +119,72 @@ pub fn started(id: i64) {
     );
 }
 
-/// Active repairs of this database whose worker is gone (their
-/// advisory lock is free), oldest first.
+/// Active repairs of this database whose worker is gone (no process
+/// holds them in the registry), oldest first. A repair requested less
+/// than a minute ago may not have its worker yet.
 pub fn orphans(except: i64) -> Vec<i64> {
-    Spi::connect(|c| {
+    let active: Vec<i64> = Spi::connect(|c| {
         c.select(
             "SELECT r.repair_id FROM ruvector_healing.repairs r
-              WHERE ruvector_healing.repair_active(r.status)
-                AND r.repair_id <> $1
-                -- a worker takes its lock within moments of the request
+              WHERE ruvector_healing.repair_active(r.status) AND r.repair_id <> $1
                 AND (r.status <> 'planned' OR r.requested_at < now() - interval '60 s')
-                AND NOT EXISTS (SELECT 1 FROM pg_locks l
-                                 WHERE l.locktype = 'advisory' AND l.database = (
-                                         SELECT oid FROM pg_database WHERE datname = current_database())
-                                   AND l.classid = $2::int4::oid AND l.objid = r.repair_id::oid
-                                   AND l.objsubid = 2 AND l.granted)
               ORDER BY r.repair_id",
             None,
-            &[except.into(), REPAIR_KEY.into()],
+            &[except.into()],
         )
-        .map(|rows| rows.filter_map(|r| r.get::<i64>(1).ok().flatten()).collect())
+        .map(|rows| {
+            rows.filter_map(|r| r.get::<i64>(1).ok().flatten())
+                .collect()
+        })
         .unwrap_or_default()
-    })
+    });
+    active
+        .into_iter()
+        .filter(|id| registry::holder(*id).is_none())
+        .collect()
 }
 
-/// The pid of the live worker of a repair, if any.
+/// The pid of the live worker of a repair, from the registry (written by
+/// that worker itself).
 pub fn worker_pid(id: i64) -> Option<i32> {
-    Spi::get_one_with_args::<i32>(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory'
-            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-            AND classid = $2::int4::oid AND objid = $1::oid AND objsubid = 2 AND granted",
-        &[id.into(), REPAIR_KEY.into()],
-    )
-    .ok()
-    .flatten()
+    registry::holder(id).map(|e| e.pid)
 }
 
-/// A live repair of the table other than `except`, if any.
+/// A live repair of the table other than `except`, if any: one holding the
+/// table's slot, or one requested within the last minute whose worker has
+/// not started yet.
 pub fn active_on_table(table: pg_sys::Oid, except: i64) -> Option<(i64, String)> {
+    if let Some(e) = registry::table_holder(table).filter(|e| e.repair_id != except) {
+        return Some((e.repair_id, status_of(e.repair_id)));
+    }
     Spi::connect(|c| {
         let rows = c
             .select(
-                "SELECT repair_id, status = 'planned' AND requested_at > now() - interval '60 s'
-                   FROM ruvector_healing.repairs
-                  WHERE table_oid = $1 AND repair_id <> $2
+                "SELECT repair_id FROM ruvector_healing.repairs
+                  WHERE table_oid = $1 AND repair_id <> $2 AND NOT dry_run
                     AND ruvector_healing.repair_active(status)
                   ORDER BY repair_id",
                 None,
                 &[table.into(), except.into()],
             )
             .ok()?;
-        rows.filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<bool>(2).ok()??)))
-            .find(|(id, starting)| *starting || worker_pid(*id).is_some())
-            .map(|(id, _)| (id, status_of(id)))
+        rows.filter_map(|r| r.get::<i64>(1).ok().flatten())
+            .find(|id| {
+                registry::holder(*id).is_some()
+                    || status_of(*id) == "planned" && requested_recently(*id)
+            })
+            .map(|id| (id, status_of(id)))
     })
+}
+
+fn requested_recently(id: i64) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT requested_at > now() - interval '60 s' FROM ruvector_healing.repairs WHERE repair_id = $1",
+        &[id.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
 }
 
 fn status_of(id: i64) -> String {
@@ -189,13 +197,16 @@ fn status_of(id: i64) -> String {
     .unwrap_or_default()
 }
 
-/// Deletes finished repairs older than the retention (steps cascade).
+/// Deletes finished repairs older than the retention (steps cascade),
+/// except those that still name an index the extension owns: a kept
+/// backup, or an index waiting to be dropped.
 pub fn purge(retention_days: i32) -> i64 {
     Spi::get_one_with_args::<i64>(
         "WITH d AS (DELETE FROM ruvector_healing.repairs
                      WHERE finished_at < now() - make_interval(days => $1)
-                       AND status IN ('done','failed','rolled_back','cancelled','refused','dry_run')
+                       AND NOT ruvector_healing.repair_active(status)
                        AND NOT coalesce((backup->>'kept')::bool, false)
+                       AND NOT coalesce(backup ? 'drop_pending', false)
                     RETURNING 1)
          SELECT count(*) FROM d",
         &[retention_days.into()],
@@ -203,4 +214,25 @@ pub fn purge(retention_days: i32) -> i64 {
     .ok()
     .flatten()
     .unwrap_or(0)
+}
+
+/// Build rates (bytes of the replaced index per second of its build) of
+/// the last five rebuilds of this database that got as far as validation.
+pub fn build_rates() -> Vec<f64> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT (r.plan->'preview'->>'index_bytes')::float8
+                    / extract(epoch FROM v.at - b.at)::float8
+               FROM ruvector_healing.repairs r
+               JOIN ruvector_healing.repair_steps b ON b.repair_id = r.repair_id AND b.step = 'building'
+               JOIN ruvector_healing.repair_steps v ON v.repair_id = r.repair_id AND v.step = 'validating'
+              WHERE r.strategy = 'rebuild' AND v.at > b.at
+                AND (r.plan->'preview'->>'index_bytes')::float8 > 0
+              ORDER BY r.repair_id DESC LIMIT 5",
+            None,
+            &[],
+        )
+        .map(|rows| rows.filter_map(|r| r.get::<f64>(1).ok().flatten()).collect())
+        .unwrap_or_default()
+    })
 }

@@ -8,11 +8,12 @@ use serde_json::{json, Value};
 
 use super::catalog::{self, IndexFacts};
 use super::counters::{self, Outcome};
-use super::exec::{in_transaction, top_level, Deadline, StepError};
+use super::ddl::{self, Dropped};
+use super::exec::{in_transaction, Deadline, StepError};
 use super::journal::{self, RepairRow};
 use super::plan::{self, Status};
 use super::settings::RepairSettings;
-use super::worker::*;
+use super::step::*;
 use crate::inspect::relation::Am;
 
 /// The search setting to measure each index at: the requester's value, and
@@ -86,9 +87,12 @@ pub(crate) fn rebuild(
     .map_err(failure("planning the rebuild", false))?;
 
     pause(id, s, "before_build");
-    // 2. Build the shadow beside the original.
+    // 2. Build the shadow beside the original; from here on the journal
+    // names it by OID.
     activity(&format!("building {shadow} (CREATE INDEX CONCURRENTLY)"));
-    top_level(deadline, &sql).map_err(failure("building the new index", true))?;
+    let new_oid = ddl::create(deadline, &sql, &f.schema, &shadow, f.table_oid)
+        .map_err(failure("building the new index", true))?;
+    let _ = tx(|| journal::merge(id, "plan", json!({"shadow_oid": new_oid.to_u32()})));
 
     pause(id, s, "after_build");
     // 3. Validate it against the original.
@@ -96,10 +100,9 @@ pub(crate) fn rebuild(
     pause(id, s, "during_validation");
     activity(&format!("validating {shadow}"));
     let verdict = flatten(in_transaction(deadline, || {
-        let Some((new_oid, valid)) = catalog::index_named(&f.schema, &shadow, f.table_oid) else {
+        let Some(valid) = ddl::current(new_oid).map(|i| i.valid) else {
             return Err(StepError::new("the new index is missing after its build"));
         };
-        journal::merge(id, "plan", json!({"shadow_oid": new_oid.to_u32()}));
         let (after, new_issues) = health(new_oid);
         let before = Spi::get_one_with_args::<JsonB>(
             "SELECT before FROM ruvector_healing.repairs WHERE repair_id = $1",
@@ -113,7 +116,7 @@ pub(crate) fn rebuild(
         let cost = |h: &Value| h["scan_cost_factor"].as_f64().unwrap_or(1.0);
         let (old_value, new_value) =
             search_values(am, s, lists, (cost(&before["health"]), cost(&after)));
-        let paired = crate::api::recall::paired_recall(
+        let paired = crate::recall::measure::paired_recall(
             f.oid,
             new_oid,
             old_value,
@@ -171,7 +174,9 @@ pub(crate) fn rebuild(
     activity(&format!("swapping {shadow} in"));
     let mut attempt = 0;
     loop {
-        let r = in_transaction(deadline, || swap(row, f, &shadow, &backup, keep, s));
+        let r = flatten(in_transaction(deadline, || {
+            swap(row, f, new_oid, &backup, keep, s).map_err(StepError::new)
+        }));
         match r {
             Ok(()) => break,
             Err(e) if e.lock_unavailable() && attempt < SWAP_ATTEMPTS => {
@@ -190,7 +195,7 @@ pub(crate) fn rebuild(
     }
     pause(id, s, "after_swap");
     // 5. Keep the old index for rollback, or retire it now.
-    finish_swapped(id, f, &backup, keep);
+    finish_swapped(id, f, keep);
     Ok(())
 }
 
@@ -246,37 +251,28 @@ pub(crate) fn copy_attributes(f: &IndexFacts, shadow: &str) {
     }
 }
 
-/// The swap transaction: renames, the old index kept invalid (still
-/// maintained by every write, unused by queries) when a backup is wanted,
-/// and the journal, all committed together.
+/// The swap transaction: renames by OID, the old index kept invalid
+/// (still maintained by every write, unused by queries) when a backup is
+/// wanted, and the journal, all committed together. `Err`: the indexes are
+/// no longer the ones the repair planned with; nothing was changed.
 pub(crate) fn swap(
     row: &RepairRow,
     f: &IndexFacts,
-    shadow: &str,
+    new_oid: pg_sys::Oid,
     backup: &str,
     keep: bool,
     s: &RepairSettings,
-) {
-    let schema = q(&f.schema);
+) -> Result<(), String> {
     Spi::run("SET LOCAL lock_timeout = '2s'").expect("lock_timeout");
     Spi::run(&format!(
         "LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
         f.table
     ))
     .expect("lock");
-    Spi::run(&format!(
-        "ALTER INDEX {schema}.{} RENAME TO {}",
-        q(&f.relname),
-        q(backup)
-    ))
-    .expect("rename");
-    Spi::run(&format!(
-        "ALTER INDEX {schema}.{} RENAME TO {}",
-        q(shadow),
-        q(&f.relname)
-    ))
-    .expect("rename");
-    set_valid(f.oid, false, f.table_oid);
+    let shadow = plan::shadow_name(&f.relname, row.id);
+    ddl::rename(f.oid, f.table_oid, &f.relname, backup)?;
+    ddl::rename(new_oid, f.table_oid, &shadow, &f.relname)?;
+    ddl::set_valid(f.oid, false, f.table_oid);
     journal::advance(
         row.id,
         Status::Swapping,
@@ -289,33 +285,39 @@ pub(crate) fn swap(
         json!({"index": backup, "oid": f.oid.to_u32(), "kept": keep,
                "keep_minutes": if keep { json!(s.backup_retention_min) } else { Value::Null }}),
     );
-}
-
-/// Marks an index valid or not (as REINDEX CONCURRENTLY's swap does) and
-/// makes every session replan the table.
-pub(crate) fn set_valid(index: pg_sys::Oid, valid: bool, table: pg_sys::Oid) {
-    Spi::run_with_args(
-        "UPDATE pg_catalog.pg_index SET indisvalid = $2 WHERE indexrelid = $1",
-        &[index.into(), valid.into()],
-    )
-    .expect("pg_index");
-    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(table) };
+    Ok(())
 }
 
 /// After the swap: keep the backup (done), or drop it concurrently.
-pub(crate) fn finish_swapped(id: i64, f: &IndexFacts, backup: &str, keep: bool) {
+pub(crate) fn finish_swapped(id: i64, f: &IndexFacts, keep: bool) {
     if !keep {
         let _ = tx(|| journal::advance(id, Status::Swapped, Status::Retiring, json!({})));
-        activity(&format!("dropping {backup} (DROP INDEX CONCURRENTLY)"));
-        let sql = format!(
-            "DROP INDEX CONCURRENTLY IF EXISTS {}.{}",
-            q(&f.schema),
-            q(backup)
-        );
-        if top_level(no_deadline(), &sql).is_err() {
-            return; // stays 'retiring': the next run finishes the drop
+        activity(&format!("dropping the replaced index of {}", f.qualified));
+        match ddl::drop(f.oid, f.table_oid, &f.relname, id, || {}) {
+            Dropped::Dropped => {
+                let _ = tx(|| {
+                    journal::merge(
+                        id,
+                        "backup",
+                        json!({"kept": false, "dropped_at": now_json()}),
+                    )
+                });
+            }
+            Dropped::Gone => {
+                let _ = tx(|| {
+                    journal::merge(
+                        id,
+                        "backup",
+                        json!({"kept": false, "gone_at": now_json(), "note": "not found when it was to be dropped"}),
+                    )
+                });
+            }
+            // Stays 'retiring': the next run finishes the drop.
+            Dropped::Failed(e) => {
+                let _ = tx(|| journal::step(id, "drop_failed", json!({"error": e})));
+                return;
+            }
         }
-        let _ = tx(|| journal::merge(id, "backup", json!({"kept": false, "dropped_at": now()})));
     }
     let _ = tx(|| {
         // The issues found on the replaced index are about an index that
@@ -329,55 +331,48 @@ pub(crate) fn finish_swapped(id: i64, f: &IndexFacts, backup: &str, keep: bool) 
     });
 }
 
-pub(crate) fn now() -> Value {
-    Spi::get_one::<String>("SELECT now()::text")
-        .ok()
-        .flatten()
-        .map(Value::from)
-        .unwrap_or(Value::Null)
-}
-
-/// Drops the shadow of a repair if it exists and is not the original.
-/// Returns whether nothing of ours is left.
+/// Drops the shadow of a repair if it exists: the OID the journal
+/// recorded, else (a crash before it was recorded) the index of the table
+/// with the shadow's name, never the original. Returns whether nothing of
+/// ours is left.
 pub(crate) fn drop_shadow(row: &RepairRow, schema: &str) -> bool {
     let shadow = plan::shadow_name(&row.relname, row.id);
-    let found = tx(|| catalog::index_named(schema, &shadow, row.table_oid))
-        .ok()
-        .flatten();
-    match found {
-        Some((oid, _)) if oid != row.index_oid => {
+    let recorded = row.plan["shadow_oid"]
+        .as_u64()
+        .map(|o| pg_sys::Oid::from(o as u32));
+    let oid = match recorded {
+        Some(o) => Some(o),
+        None => tx(|| ddl::named(schema, &shadow, row.table_oid))
+            .ok()
+            .flatten(),
+    };
+    match oid.filter(|o| *o != row.index_oid) {
+        Some(oid) => {
             activity(&format!("dropping {shadow} (DROP INDEX CONCURRENTLY)"));
-            let sql = format!(
-                "DROP INDEX CONCURRENTLY IF EXISTS {}.{}",
-                q(schema),
-                q(&shadow)
-            );
-            top_level(no_deadline(), &sql).is_ok()
+            !matches!(
+                ddl::drop(oid, row.table_oid, &shadow, row.id, || {}),
+                Dropped::Failed(_)
+            )
         }
-        _ => true,
+        None => true,
     }
 }
 
+/// Undoes a rebuild whose backup is kept: the backup gets the name and
+/// validity back, the rebuilt index is renamed aside and dropped. Every
+/// outcome is journaled: `rolled_back`, or `rollback_failed` with the
+/// reason (the repair then stands, its backup still kept).
 pub(crate) fn rollback_rebuild(row: &RepairRow) {
     let id = row.id;
-    let schema = row.plan["schema"].as_str().unwrap_or("public").to_string();
     let backup_oid = pg_sys::Oid::from(row.backup["oid"].as_u64().unwrap_or(0) as u32);
     let new_oid = pg_sys::Oid::from(row.plan["shadow_oid"].as_u64().unwrap_or(0) as u32);
     let backup = row.backup["index"].as_str().unwrap_or("").to_string();
-    let retired = plan::derived_name(&row.relname, &format!("_rvbad{id}"));
+    let retired = ddl::drop_name(&row.relname, id);
     activity(&format!("rolling back repair {id}"));
+    pause_row(row, "during_rollback");
     let mut attempt = 0;
     let swapped = loop {
-        let r = tx(|| {
-            let now_new = catalog::index_named(&schema, &row.relname, row.table_oid);
-            let now_backup = catalog::index_named(&schema, &backup, row.table_oid);
-            match (now_new, now_backup) {
-                (Some((n, _)), Some((b, _))) if n == new_oid && b == backup_oid => {}
-                _ => return Err(
-                    "the indexes are no longer the ones the repair left (renamed or dropped since)"
-                        .to_string(),
-                ),
-            }
+        let r = tx(|| -> Result<(), String> {
             Spi::run("SET LOCAL lock_timeout = '2s'").expect("lock_timeout");
             let table = Spi::get_one_with_args::<String>(
                 "SELECT $1::oid::regclass::text",
@@ -385,30 +380,19 @@ pub(crate) fn rollback_rebuild(row: &RepairRow) {
             )
             .ok()
             .flatten()
-            .expect("table");
+            .ok_or("the table no longer exists")?;
             Spi::run(&format!(
                 "LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE"
             ))
             .expect("lock");
-            let s = q(&schema);
-            Spi::run(&format!(
-                "ALTER INDEX {s}.{} RENAME TO {}",
-                q(&row.relname),
-                q(&retired)
-            ))
-            .expect("rename");
-            Spi::run(&format!(
-                "ALTER INDEX {s}.{} RENAME TO {}",
-                q(&backup),
-                q(&row.relname)
-            ))
-            .expect("rename");
-            set_valid(new_oid, false, row.table_oid);
-            set_valid(backup_oid, true, row.table_oid);
+            ddl::rename(new_oid, row.table_oid, &row.relname, &retired)?;
+            ddl::rename(backup_oid, row.table_oid, &backup, &row.relname)?;
+            ddl::set_valid(new_oid, false, row.table_oid);
+            ddl::set_valid(backup_oid, true, row.table_oid);
             journal::merge(
                 id,
                 "backup",
-                json!({"kept": false, "restored": true, "rolled_back_at": now(),
+                json!({"kept": false, "restored": true, "rolled_back_at": now_json(),
                 "drop_pending": {"index": retired, "oid": new_oid.to_u32()}}),
             );
             journal::finish(id, Status::RolledBack, None);
@@ -417,10 +401,7 @@ pub(crate) fn rollback_rebuild(row: &RepairRow) {
         match r {
             Ok(Ok(())) => break true,
             Ok(Err(why)) => {
-                let _ = tx(|| {
-                    journal::finish(id, Status::Done, None);
-                    journal::step(id, "rollback_refused", json!({"error": why}));
-                });
+                rollback_failed(id, &why);
                 break false;
             }
             Err(e) if e.lock_unavailable() && attempt < SWAP_ATTEMPTS => {
@@ -428,47 +409,45 @@ pub(crate) fn rollback_rebuild(row: &RepairRow) {
                 attempt += 1;
             }
             Err(e) => {
-                let _ = tx(|| {
-                    journal::finish(id, Status::Done, None);
-                    journal::step(id, "rollback_failed", json!({"error": e.message}));
-                });
+                rollback_failed(id, &e.message);
                 break false;
             }
         }
     };
     if swapped {
         counters::record(Outcome::RolledBack);
-        drop_pending(id, &schema, &retired, new_oid, row.table_oid);
+        drop_pending(id, new_oid, row.table_oid, &row.relname);
     }
 }
 
-/// Drops an index a rollback retired, if it is still the one recorded.
-pub(crate) fn drop_pending(
-    id: i64,
-    schema: &str,
-    name: &str,
-    oid: pg_sys::Oid,
-    table: pg_sys::Oid,
-) {
-    let found = tx(|| catalog::index_named(schema, name, table))
-        .ok()
-        .flatten();
-    if found.is_some_and(|(o, _)| o == oid) {
-        activity(&format!("dropping {name} (DROP INDEX CONCURRENTLY)"));
-        let sql = format!(
-            "DROP INDEX CONCURRENTLY IF EXISTS {}.{}",
-            q(schema),
-            q(name)
-        );
-        if top_level(no_deadline(), &sql).is_err() {
+/// A rollback that did not happen: the repair stands.
+fn rollback_failed(id: i64, why: &str) {
+    let msg = format!("rollback not done: {why}; the rebuilt index stays in place");
+    let _ = tx(|| {
+        journal::finish(id, Status::RollbackFailed, Some(&msg));
+    });
+}
+
+/// Drops an index a rollback retired; journals what became of it.
+pub(crate) fn drop_pending(id: i64, oid: pg_sys::Oid, table: pg_sys::Oid, base: &str) {
+    activity(&format!(
+        "dropping the index repair {id} replaced (DROP INDEX CONCURRENTLY)"
+    ));
+    let outcome = match ddl::drop(oid, table, base, id, || {}) {
+        Dropped::Dropped => "dropped",
+        Dropped::Gone => "gone",
+        Dropped::Failed(e) => {
+            let _ = tx(|| journal::step(id, "drop_failed", json!({"error": e})));
             return;
         }
-    }
+    };
     let _ = tx(|| {
         Spi::run_with_args(
-            "UPDATE ruvector_healing.repairs SET backup = (backup - 'drop_pending') || jsonb_build_object('dropped', backup->'drop_pending')
+            "UPDATE ruvector_healing.repairs
+                SET backup = (backup - 'drop_pending')
+                             || jsonb_build_object($2, backup->'drop_pending', $2 || '_at', now())
               WHERE repair_id = $1",
-            &[id.into()],
+            &[id.into(), outcome.into()],
         )
     });
 }

@@ -6,11 +6,12 @@ use pgrx::spi::Spi;
 use serde_json::json;
 
 use super::catalog::{self};
-use super::exec::top_level;
-use super::journal::{self, REPAIR_KEY};
+use super::ddl::{self, Dropped};
+use super::journal;
 use super::plan::{self, Recovery, Status};
-use super::rebuild::{drop_shadow, finish_swapped};
-use super::worker::*;
+use super::rebuild::{drop_pending, drop_shadow, finish_swapped};
+use super::registry;
+use super::step::*;
 
 // ------------------------------------------------------------------ recovery
 
@@ -21,27 +22,12 @@ pub fn recover_orphans(except: i64) {
     let orphans = tx(|| journal::orphans(except)).unwrap_or_default();
     for id in orphans {
         // Own the repair while recovering it, so nobody else does.
-        let mine = tx(|| {
-            Spi::get_one_with_args::<bool>(
-                "SELECT pg_try_advisory_lock($1, $2::int4)",
-                &[REPAIR_KEY.into(), (id as i32).into()],
-            )
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-        })
-        .unwrap_or(false);
-        if !mine {
+        if registry::enter(id).is_err() {
             continue;
         }
         activity(&format!("recovering repair {id}"));
         recover_one(id);
-        let _ = tx(|| {
-            Spi::run_with_args(
-                "SELECT pg_advisory_unlock($1, $2::int4)",
-                &[REPAIR_KEY.into(), (id as i32).into()],
-            )
-        });
+        registry::leave(id);
     }
 }
 
@@ -80,7 +66,6 @@ pub(crate) fn recover_one(id: i64) {
                 )
             });
             let keep = row.backup["kept"].as_bool().unwrap_or(false);
-            let backup = row.backup["index"].as_str().unwrap_or("").to_string();
             let Some(f) = tx(|| catalog::facts(row.index_oid)).ok().flatten() else {
                 return finish(
                     id,
@@ -101,35 +86,35 @@ pub(crate) fn recover_one(id: i64) {
                         )
                     });
                 }
-                finish_swapped(id, &f, &backup, false);
+                finish_swapped(id, &f, false);
             }
         }
         Some(Recovery::RollbackNotApplied) => {
             let _ = tx(|| {
-                journal::finish(id, Status::Done, None);
-                journal::step(
+                journal::finish(
                     id,
-                    "rollback_interrupted",
-                    json!({"note": "the rollback had not swapped; the repair stands"}),
-                );
+                    Status::RollbackFailed,
+                    Some(&note("the rollback had not swapped the indexes back; the repair stands and its backup is kept")),
+                )
             });
         }
     }
 }
 
-/// Drops backups kept longer than their retention and indexes a rollback
-/// left to drop.
+/// Drops backups kept longer than their retention, and indexes a rollback
+/// left to drop; journals what became of each (dropped, or already gone).
 pub fn retire_backups() {
-    let due: Vec<(i64, String, String, u32, pg_sys::Oid)> = tx(|| {
+    type Due = (i64, pg_sys::Oid, String, bool);
+    let due: Vec<Due> = tx(|| {
         Spi::connect(|c| {
             c.select(
-                "SELECT repair_id, plan->>'schema', coalesce(backup->>'index', backup->'drop_pending'->>'index'),
-                        coalesce(backup->>'oid', backup->'drop_pending'->>'oid')::int8, table_oid
+                "SELECT repair_id, table_oid, relname, backup ? 'drop_pending'
                    FROM ruvector_healing.repairs
-                  WHERE status IN ('done', 'rolled_back')
-                    AND ((backup->>'kept')::bool AND strategy = 'rebuild'
-                          AND finished_at + make_interval(mins => (backup->>'keep_minutes')::int) < now())
-                     OR backup ? 'drop_pending'",
+                  WHERE (status IN ('done', 'rollback_failed') AND strategy = 'rebuild'
+                         AND coalesce((backup->>'kept')::bool, false)
+                         AND finished_at + make_interval(mins => (backup->>'keep_minutes')::int) < now_json())
+                     OR backup ? 'drop_pending'
+                  ORDER BY repair_id",
                 None,
                 &[],
             )
@@ -137,10 +122,9 @@ pub fn retire_backups() {
                 rows.filter_map(|r| {
                     Some((
                         r.get::<i64>(1).ok()??,
-                        r.get::<String>(2).ok()??,
+                        r.get::<pg_sys::Oid>(2).ok()??,
                         r.get::<String>(3).ok()??,
-                        r.get::<i64>(4).ok()?? as u32,
-                        r.get::<pg_sys::Oid>(5).ok()??,
+                        r.get::<bool>(4).ok()??,
                     ))
                 })
                 .collect()
@@ -149,31 +133,31 @@ pub fn retire_backups() {
         })
     })
     .unwrap_or_default();
-    for (id, schema, name, oid, table) in due {
-        let found = tx(|| catalog::index_named(&schema, &name, table))
-            .ok()
-            .flatten();
-        if found.is_some_and(|(o, _)| o == pg_sys::Oid::from(oid)) {
-            activity(&format!(
-                "dropping {name}, kept for rollback (DROP INDEX CONCURRENTLY)"
-            ));
-            let sql = format!(
-                "DROP INDEX CONCURRENTLY IF EXISTS {}.{}",
-                q(&schema),
-                q(&name)
-            );
-            if top_level(no_deadline(), &sql).is_err() {
+    for (id, table, relname, pending) in due {
+        let Some(row) = tx(|| journal::load(id)).ok().flatten() else {
+            continue;
+        };
+        if pending {
+            let oid = row.backup["drop_pending"]["oid"].as_u64().unwrap_or(0) as u32;
+            drop_pending(id, pg_sys::Oid::from(oid), table, &relname);
+            continue;
+        }
+        let oid = pg_sys::Oid::from(row.backup["oid"].as_u64().unwrap_or(0) as u32);
+        activity(&format!(
+            "dropping the index repair {id} kept for rollback (DROP INDEX CONCURRENTLY)"
+        ));
+        let what = match ddl::drop(oid, table, &relname, id, || {
+            pause_row(&row, "during_retire")
+        }) {
+            Dropped::Dropped => json!({"kept": false, "dropped_at": now_json()}),
+            Dropped::Gone => json!({"kept": false, "gone_at": now_json(),
+                                    "note": "not found when its keep time ended"}),
+            Dropped::Failed(e) => {
+                let _ = tx(|| journal::step(id, "drop_failed", json!({"error": e})));
                 continue;
             }
-        }
-        let _ = tx(|| {
-            Spi::run_with_args(
-                "UPDATE ruvector_healing.repairs
-                    SET backup = (backup - 'drop_pending') || jsonb_build_object('kept', false, 'dropped_at', now())
-                  WHERE repair_id = $1",
-                &[id.into()],
-            )
-        });
+        };
+        let _ = tx(|| journal::merge(id, "backup", what));
     }
     let _ = tx(|| journal::purge(crate::config::HISTORY_RETENTION_DAYS.get()));
 }

@@ -10,7 +10,7 @@ use super::exec::{in_transaction, Deadline, StepError};
 use super::journal::{self, RepairRow};
 use super::plan::Status;
 use super::settings::{parse_scope, RepairSettings, Scope};
-use super::worker::*;
+use super::step::*;
 
 // ------------------------------------------------------------------ tune
 

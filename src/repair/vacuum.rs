@@ -7,7 +7,7 @@ use super::catalog::IndexFacts;
 use super::exec::{in_transaction, top_level, Deadline, StepError};
 use super::journal::{self, RepairRow};
 use super::plan::Status;
-use super::worker::*;
+use super::step::*;
 
 // ------------------------------------------------------------------ vacuum
 

@@ -1,29 +1,31 @@
 //! The repair worker: a dynamic background worker started for one repair
 //! (or a rollback, or a recovery run), connected to the index's database.
 //!
-//! Life of a worker: take the repair's advisory lock (its liveness mark),
-//! wait for the requesting transaction to commit, recover repairs whose
-//! workers are gone, retire expired backups, purge old history, then run
-//! the repair's strategy, writing the journal before every step.
+//! Life of a worker: take the repair in the registry (its ownership mark,
+//! in shared memory), wait for the requesting transaction to commit,
+//! resolve restored history, recover repairs whose workers are gone,
+//! retire expired backups, purge old history, then run the repair's
+//! strategy, writing the journal before every step.
 
-use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::Spi;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::catalog::{self};
 use super::counters::{self, Outcome};
-use super::exec::{in_transaction, Deadline, StepError};
+use super::exec::Deadline;
 use super::guards::guards;
-use super::journal::{self, RepairRow, REPAIR_KEY};
-use super::plan::{Status, Strategy};
+use super::journal;
+use super::plan::{self, Status, Strategy};
 use super::rebuild::{drop_shadow, rebuild, rollback_rebuild};
 use super::recovery::{recover_orphans, retire_backups};
-use super::settings::RepairSettings;
+use super::registry;
+use super::settings::{memory_kb, Limits};
+use super::step::*;
 use super::tune::{apply_override, tune};
 use super::vacuum::vacuum;
 
@@ -65,55 +67,6 @@ pub fn launch(mode: Mode, id: i64, xid: u64) -> Result<(), String> {
         })
 }
 
-pub(crate) unsafe extern "C-unwind" fn on_sigterm(_: core::ffi::c_int) {
-    // As PostgreSQL's die(): acted on at the next CHECK_FOR_INTERRUPTS,
-    // which ends the worker with FATAL; the journal lets the next run
-    // finish or roll back what it was doing.
-    pg_sys::InterruptPending = 1;
-    pg_sys::ProcDiePending = 1;
-    pg_sys::SetLatch(pg_sys::MyLatch);
-}
-
-pub(crate) unsafe extern "C-unwind" fn release_slot(_: core::ffi::c_int, _: pg_sys::Datum) {
-    counters::release();
-}
-
-pub(crate) fn no_deadline() -> Deadline {
-    Deadline(None)
-}
-
-/// Runs `f` in a transaction with no deadline (journal writes, cleanup).
-pub(crate) fn tx<R>(f: impl FnOnce() -> R) -> Result<R, StepError> {
-    in_transaction(no_deadline(), f)
-}
-
-pub(crate) fn activity(text: &str) {
-    let c = CString::new(text).unwrap_or_default();
-    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, c.as_ptr()) };
-}
-
-/// Sleeps on the latch without acting on interrupts (the next step does).
-pub(crate) fn nap(ms: i64) {
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            ms as _,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
-}
-
-pub(crate) fn set_session(name: &str, value: &str) {
-    crate::recall::scan::set_option(
-        name,
-        value,
-        pg_sys::GucContext::PGC_SUSET,
-        pg_sys::GucAction::GUC_ACTION_SET,
-    );
-}
-
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn ruvector_repair_worker_main(arg: pg_sys::Datum) {
@@ -150,15 +103,8 @@ pub extern "C-unwind" fn ruvector_repair_worker_main(arg: pg_sys::Datum) {
     activity("starting");
 
     if id > 0 {
-        if tx(|| {
-            Spi::run_with_args(
-                "SELECT pg_advisory_lock($1, $2::int4)",
-                &[REPAIR_KEY.into(), (id as i32).into()],
-            )
-        })
-        .is_err()
-        {
-            return;
+        if registry::enter(id).is_err() {
+            return; // another worker already owns this repair
         }
         if !wait_for_requester(xid) {
             return;
@@ -199,23 +145,6 @@ pub(crate) fn wait_for_requester(xid: u64) -> bool {
     }
 }
 
-pub(crate) fn load(id: i64) -> Option<(RepairRow, RepairSettings)> {
-    let row = tx(|| journal::load(id)).ok().flatten()?;
-    let settings: RepairSettings = serde_json::from_value(row.plan["settings"].clone()).ok()?;
-    Some((row, settings))
-}
-
-pub(crate) fn finish(id: i64, status: Status, error: Option<&str>) {
-    let _ = tx(|| journal::finish(id, status, error));
-    counters::record(match status {
-        Status::Failed => Outcome::Failed,
-        Status::RolledBack => Outcome::RolledBack,
-        Status::Cancelled => Outcome::Cancelled,
-        Status::Refused => Outcome::Refused,
-        _ => return,
-    });
-}
-
 // ------------------------------------------------------------------ repair
 
 pub(crate) fn repair(id: i64) {
@@ -230,6 +159,19 @@ pub(crate) fn repair(id: i64) {
     if let Err(why) = guards(&row, &s, &facts) {
         return finish(id, Status::Refused, Some(&why));
     }
+    // What the requester's session passed, within the documented bounds
+    // (this worker's own values are the server's).
+    let s = s.clamped(&Limits {
+        maintenance_work_mem_kb: crate::recall::scan::setting("maintenance_work_mem")
+            .as_deref()
+            .and_then(memory_kb)
+            .unwrap_or(65_536),
+        max_parallel_maintenance_workers: crate::recall::scan::setting(
+            "max_parallel_maintenance_workers",
+        )
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2),
+    });
     for (name, value) in [
         ("maintenance_work_mem", &s.maintenance_work_mem),
         (
@@ -241,12 +183,26 @@ pub(crate) fn repair(id: i64) {
             set_session(name, v);
         }
     }
+    // A rebuild gets the time its build needs (see plan::repair_timeout_s).
+    let timeout_s = match row.strategy {
+        Strategy::Rebuild => plan::repair_timeout_s(
+            s.timeout_s,
+            facts.bytes.max(0) as u64,
+            tx(journal::build_rates).ok().and_then(plan::median_rate),
+        ),
+        _ => s.timeout_s,
+    };
+    let _ = tx(|| {
+        journal::merge(
+            id,
+            "plan",
+            json!({"applied_settings": s, "timeout_s": timeout_s}),
+        )
+    });
     let _ = tx(|| journal::started(id));
     counters::record(Outcome::Initiated);
     let started = Instant::now();
-    let deadline = Deadline(Some(
-        started + Duration::from_secs(s.timeout_s.max(1) as u64),
-    ));
+    let deadline = Deadline(Some(started + Duration::from_secs(timeout_s.max(1) as u64)));
     let result = match row.strategy {
         Strategy::Rebuild => rebuild(&row, &s, &facts, deadline),
         Strategy::Vacuum => vacuum(&row, &facts, deadline),
@@ -267,8 +223,8 @@ pub(crate) fn repair(id: i64) {
                 (
                     Status::Failed,
                     format!(
-                        "timed out after {} s (ruvector.dag_healing_repair_timeout_s) while {}",
-                        s.timeout_s, f.during
+                        "timed out after {timeout_s} s (ruvector.dag_healing_repair_timeout_s, or the time the index's size calls for) while {}",
+                        f.during
                     ),
                 )
             } else if f.error.cancelled() {
@@ -292,44 +248,6 @@ pub(crate) fn repair(id: i64) {
     }
 }
 
-/// A failed step: what was being done, the error, and whether a shadow
-/// index may exist.
-pub(crate) struct Failure {
-    pub during: &'static str,
-    pub error: StepError,
-    pub drop_shadow: bool,
-}
-
-pub(crate) fn failure(during: &'static str, drop_shadow: bool) -> impl Fn(StepError) -> Failure {
-    move |error| Failure {
-        during,
-        error,
-        drop_shadow,
-    }
-}
-
-pub(crate) fn flatten<T>(r: Result<Result<T, StepError>, StepError>) -> Result<T, StepError> {
-    r.and_then(|x| x)
-}
-
-/// Crash tests: waits (up to two minutes, for the test to kill the worker
-/// or stop the server) at the step named by
-/// `ruvector.dag_healing_test_pause_at` when the repair was requested.
-pub(crate) fn pause(id: i64, s: &RepairSettings, point: &str) {
-    if s.pause_at.as_deref() != Some(point) {
-        return;
-    }
-    let _ = tx(|| journal::step(id, "paused_for_test", json!({"at": point})));
-    activity(&format!("paused for a test at {point}"));
-    for _ in 0..1200 {
-        // A cancel or shutdown ends the pause; the next step acts on it.
-        if unsafe { pg_sys::InterruptPending } != 0 {
-            break;
-        }
-        nap(100);
-    }
-}
-
 // ------------------------------------------------------------------ rollback
 
 pub(crate) fn rollback(id: i64) {
@@ -346,7 +264,7 @@ pub(crate) fn rollback(id: i64) {
                 journal::merge(
                     id,
                     "backup",
-                    json!({"kept": false, "restored": b["previous"], "rolled_back_at": now()}),
+                    json!({"kept": false, "restored": b["previous"], "rolled_back_at": now_json()}),
                 );
                 journal::finish(id, Status::RolledBack, None);
             });
@@ -357,32 +275,3 @@ pub(crate) fn rollback(id: i64) {
         _ => rollback_rebuild(&row),
     }
 }
-
-pub(crate) fn health(oid: pg_sys::Oid) -> (Value, Vec<String>) {
-    let t = crate::inspect::relation::resolve(Some(oid));
-    let h = crate::api::health::health_value(&t);
-    let mut found = Vec::new();
-    crate::api::check::issues_of(
-        &h,
-        t.am,
-        &crate::detect::index_health::Thresholds::default(),
-        &mut found,
-    );
-    let kinds = found
-        .iter()
-        .map(|(_, i)| i.kind.name().to_string())
-        .collect();
-    (h, kinds)
-}
-
-pub(crate) fn issue_names(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-pub(crate) use super::plan::quote_ident as q;

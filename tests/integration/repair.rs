@@ -794,9 +794,19 @@ fn bad_requests_change_nothing() {
         vec![("t_idx".to_string(), true), ("t_pkey".to_string(), true)]
     );
 
-    // Privileges: PUBLIC may read the history, not request repairs.
+    // Privileges: a role that may read the table reads its history (and a
+    // role that may not, sees none); neither may request repairs.
     let role = db.create_role("plain");
     let mut other = connect_as(&db.name, &role);
+    assert_eq!(
+        query_i64(
+            &mut other,
+            "SELECT count(*) FROM ruvector_dag_repair_history('t')"
+        ),
+        0,
+        "rows about a table the role may not read are hidden"
+    );
+    exec(&mut c, &format!("GRANT SELECT ON t TO {role}"));
     let r = other.query_one("SELECT ruvector_dag_repair_index('t_idx', 'rebuild')", &[]);
     expect_error(
         r,
@@ -813,8 +823,26 @@ fn bad_requests_change_nothing() {
             "SELECT count(*) FROM ruvector_dag_repair_history('t')"
         ) >= 1
     );
-    // A member of ruvector_healer may request, but not write the journal.
+    // A member of ruvector_healer may request a repair of a table it may
+    // maintain, but not write the journal.
     exec(&mut c, &format!("GRANT ruvector_healer TO {role}"));
+    let r = other.query_one(
+        "SELECT ruvector_dag_repair_index('t_idx', 'rebuild', dry_run => true)",
+        &[],
+    );
+    let e = expect_error(
+        r,
+        "42501",
+        "permission denied to repair the indexes of table",
+    );
+    assert!(
+        e.hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("GRANT MAINTAIN ON"),
+        "{e:?}"
+    );
+    exec(&mut c, &format!("GRANT MAINTAIN ON t TO {role}"));
     let id = query_i64(
         &mut other,
         "SELECT ruvector_dag_repair_index('t_idx', 'rebuild', dry_run => true)",

@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod recall;
 pub mod release;
 pub mod repair;
+pub mod sql;
 
 ::pgrx::pg_module_magic!();
 

@@ -66,8 +66,9 @@ pub fn classify(installed: Option<&str>, library: &str) -> Installed {
 
 /// `extversion` of ruvector_healing in this database.
 pub fn installed_version() -> Option<String> {
-    Spi::get_one::<String>(
+    crate::sql::get_one::<String>(
         "SELECT extversion::text FROM pg_catalog.pg_extension WHERE extname = 'ruvector_healing'",
+        &[],
     )
     .ok()
     .flatten()

@@ -26,7 +26,24 @@ GRANT ruvector_healer TO regress_rv_reader;
 SET ROLE regress_rv_reader;
 SELECT jsonb_array_length(ruvector_dag_health_check('secret')->'issues') AS issues;
 SELECT (ruvector_dag_tune_search('secret_hnsw', 0.5, 5, 20)->>'reachable')::bool AS tuned;
+-- A repair takes ruvector_healer and the right to maintain the table.
+SELECT ruvector_dag_repair_index('secret_hnsw', 'rebuild', dry_run => true);
 RESET ROLE;
+GRANT MAINTAIN ON secret TO regress_rv_reader;
+SET ROLE regress_rv_reader;
+SELECT ruvector_dag_repair_index('secret_hnsw', 'rebuild', dry_run => true) > 0 AS requested;
+SELECT count(*) AS repairs_seen FROM ruvector_dag_repair_history('secret');
+RESET ROLE;
+
+-- Rows about a table are visible only to roles that may read it.
+CREATE ROLE regress_rv_stranger;
+SET ROLE regress_rv_stranger;
+SELECT count(*) AS issues_seen FROM ruvector_healing.issues;
+SELECT count(*) AS tuning_seen FROM ruvector_healing.search_settings;
+SELECT count(*) AS repairs_seen FROM ruvector_dag_repair_history(NULL);
+SELECT count(*) AS origin_seen FROM ruvector_healing.origin;
+RESET ROLE;
+DROP ROLE regress_rv_stranger;
 
 DROP TABLE secret;
 DROP ROLE regress_rv_reader;

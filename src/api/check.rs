@@ -13,7 +13,7 @@ use crate::detect::record::{inspect_table, record};
 use crate::inspect::relation::raise;
 
 fn check_table(table: pg_sys::Oid) -> (String, char) {
-    let row = Spi::get_two_with_args::<String, String>(
+    let row = crate::sql::get_two::<String, String>(
         "SELECT c.oid::regclass::text, c.relkind::text FROM pg_class c WHERE c.oid = $1",
         &[table.into()],
     );

@@ -10,7 +10,6 @@
 //! reads.
 
 use pgrx::prelude::*;
-use pgrx::spi::Spi;
 use pgrx::{pg_sys, JsonB};
 
 use super::args::{oid_of, Regclass};
@@ -48,7 +47,7 @@ fn ruvector_dag_repair(tbl: Option<Regclass>, issue_id: Option<i64>) -> i64 {
             "pass an issue of ruvector_dag_detected_issues(table)",
         );
     };
-    let row = Spi::get_three_with_args::<pg_sys::Oid, pg_sys::Oid, String>(
+    let row = crate::sql::get_three::<pg_sys::Oid, pg_sys::Oid, String>(
         "SELECT index_oid, table_oid, status FROM ruvector_healing.issues WHERE issue_id = $1",
         &[issue.into()],
     );
@@ -73,7 +72,7 @@ fn ruvector_dag_repair(tbl: Option<Regclass>, issue_id: Option<i64>) -> i64 {
             "run ruvector_dag_health_check(table) to find current issues",
         );
     }
-    let kind = Spi::get_one_with_args::<String>(
+    let kind = crate::sql::get_one::<String>(
         "SELECT kind FROM ruvector_healing.issues WHERE issue_id = $1",
         &[issue.into()],
     )

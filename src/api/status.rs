@@ -45,7 +45,7 @@ fn visible_indexes() -> Vec<Value> {
 }
 
 fn version_of(ext: &str) -> Option<String> {
-    Spi::get_one_with_args::<String>(
+    crate::sql::get_one::<String>(
         "SELECT extversion::text FROM pg_extension WHERE extname = $1",
         &[ext.into()],
     )
@@ -69,7 +69,7 @@ fn repair_counters() -> Value {
 
 fn timestamp(unix_s: &Value) -> Value {
     match unix_s.as_f64() {
-        Some(t) => Spi::get_one_with_args::<String>("SELECT to_timestamp($1)::text", &[t.into()])
+        Some(t) => crate::sql::get_one::<String>("SELECT to_timestamp($1)::text", &[t.into()])
             .ok()
             .flatten()
             .map(Value::from)
@@ -92,7 +92,7 @@ fn healing() -> Value {
         .filter(|s| s.dboid != 0)
         .map(|s| {
             let mut v = state::slot_json(s);
-            v["database"] = Spi::get_one_with_args::<String>(
+            v["database"] = crate::sql::get_one::<String>(
                 "SELECT datname::text FROM pg_database WHERE oid = $1",
                 &[pgrx::pg_sys::Oid::from(s.dboid).into()],
             )
@@ -137,13 +137,14 @@ fn healing() -> Value {
 /// Repairs of this database that are not finished (those the caller may
 /// see), with their worker from the registry.
 fn active_repairs() -> Value {
-    let rows = Spi::get_one::<JsonB>(
+    let rows = crate::sql::get_one::<JsonB>(
         "SELECT coalesce(jsonb_agg(jsonb_build_object(
                     'repair_id', r.repair_id, 'index', r.index_name, 'strategy', r.strategy,
                     'status', r.status, 'requested_at', r.requested_at, 'started_at', r.started_at)
                   ORDER BY r.repair_id), '[]')
            FROM ruvector_healing.repairs r
           WHERE ruvector_healing.repair_active(r.status)",
+        &[],
     )
     .ok()
     .flatten()
@@ -188,7 +189,7 @@ fn ruvector_dag_healing_status() -> JsonB {
         "library_version": crate::release::LIBRARY_VERSION,
         "needs_update": needs_update(&release),
         "pgvector_version": version_of("vector"),
-        "server_version": Spi::get_one::<String>("SELECT current_setting('server_version')").ok().flatten(),
+        "server_version": crate::sql::get_one::<String>("SELECT current_setting('server_version')", &[]).ok().flatten(),
         "preloaded": crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed),
         "config": HealingConfig::current(),
         "repairs": repair_counters(),
@@ -198,10 +199,11 @@ fn ruvector_dag_healing_status() -> JsonB {
         return JsonB(status);
     }
     let indexes = visible_indexes();
-    let open_issues = Spi::get_one::<JsonB>(
+    let open_issues = crate::sql::get_one::<JsonB>(
         "SELECT coalesce(jsonb_object_agg(severity, n), '{}') FROM
            (SELECT severity, count(*) AS n FROM ruvector_healing.issues
              WHERE status = 'open' GROUP BY severity) s",
+        &[],
     )
     .ok()
     .flatten()

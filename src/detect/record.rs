@@ -47,7 +47,7 @@ pub(crate) fn vector_indexes(table: pg_sys::Oid) -> Vec<(pg_sys::Oid, bool, Stri
 /// for rollback, or the new index it is building (both invalid on
 /// purpose, neither a failed build).
 fn repair_role(index: pg_sys::Oid) -> Option<String> {
-    Spi::get_one_with_args::<String>(
+    crate::sql::get_one::<String>(
         "SELECT CASE WHEN r.status IN ('done', 'rollback_failed') THEN 'kept_for_rollback' ELSE 'being_built' END
            FROM ruvector_healing.repairs r
            JOIN pg_class c ON c.oid = $1
@@ -67,7 +67,7 @@ fn repair_role(index: pg_sys::Oid) -> Option<String> {
 /// Dead and live rows of a table from the statistics system (`None` for a
 /// partitioned parent, whose partitions report their own).
 fn heap_tuples(table: pg_sys::Oid) -> Option<(i64, i64)> {
-    Spi::get_two_with_args::<i64, i64>(
+    crate::sql::get_two::<i64, i64>(
         "SELECT n_dead_tup, n_live_tup FROM pg_stat_all_tables WHERE relid = $1",
         &[table.into()],
     )

@@ -238,7 +238,7 @@ fn recall_due(schema: &str, index: &str) -> bool {
     if every <= 0 {
         return false;
     }
-    Spi::get_one_with_args::<bool>(
+    crate::sql::get_one::<bool>(
         "SELECT NOT EXISTS (SELECT 1 FROM ruvector_healing.observations
                              WHERE schema_name = $1 AND index_name = $2 AND recall IS NOT NULL
                                AND observed_at > now() - make_interval(secs => $3))",
@@ -255,7 +255,7 @@ fn probe(index: pg_sys::Oid) -> Option<(f64, f64)> {
         "SELECT {}.ruvector_dag_recall_estimate($1::oid::regclass, $2, 10)",
         crate::repair::catalog::ext_schema()
     );
-    let r = Spi::get_one_with_args::<JsonB>(
+    let r = crate::sql::get_one::<JsonB>(
         &sql,
         &[index.into(), config::RECALL_SAMPLE_SIZE.get().into()],
     )
@@ -379,7 +379,7 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
     for (index, kind, severity, priority, details) in &found {
         let id = record(index, table, kind, severity, *priority, details);
         kept.push(id);
-        let first = Spi::get_one_with_args::<i32>(
+        let first = crate::sql::get_one::<i32>(
             "SELECT times_seen FROM ruvector_healing.issues WHERE issue_id = $1",
             &[id.into()],
         )
@@ -403,7 +403,7 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
 }
 
 fn quote(s: &str) -> String {
-    Spi::get_one_with_args::<String>("SELECT quote_ident($1)", &[s.into()])
+    crate::sql::get_one::<String>("SELECT quote_ident($1)", &[s.into()])
         .ok()
         .flatten()
         .unwrap_or_else(|| s.to_string())
@@ -414,7 +414,7 @@ fn current_db_name() -> String {
 }
 
 fn current_db() -> String {
-    Spi::get_one::<String>("SELECT current_database()::text")
+    crate::sql::get_one::<String>("SELECT current_database()::text", &[])
         .ok()
         .flatten()
         .unwrap_or_default()
@@ -435,8 +435,9 @@ fn repairs_allowed(standby: bool) -> Result<(), String> {
         pgrx::warning!("ruvector_healing: {e}; no automatic repair starts until it is fixed");
         e
     })?;
-    let (dow, minute) = Spi::get_two::<i32, i32>(
+    let (dow, minute) = crate::sql::get_two::<i32, i32>(
         "SELECT (extract(isodow FROM now())::int - 1), (extract(hour FROM now()) * 60 + extract(minute FROM now()))::int",
+    &[],
     )
     .ok()
     .and_then(|(a, b)| Some((a?, b?)))

@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use pgrx::prelude::*;
-use pgrx::spi::Spi;
 use serde_json::{json, Map, Value};
 
 use super::hnsw::{self, HnswScan};
@@ -70,7 +69,7 @@ pub fn ivf_scan(t: &IndexTarget) -> (IvfScan, u64) {
 /// REINDEX (and ALTER INDEX), so its xmin dates the last one, and
 /// `track_commit_timestamp` turns that into a time when it is on.
 fn training_info(t: &IndexTarget) -> Value {
-    let row = Spi::get_three_with_args::<i64, i64, String>(
+    let row = crate::sql::get_three::<i64, i64, String>(
         "SELECT c.relfilenode::bigint, age(c.xmin)::bigint,
                 CASE WHEN current_setting('track_commit_timestamp')::bool
                      THEN pg_xact_commit_timestamp(c.xmin)::text END

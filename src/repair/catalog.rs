@@ -162,7 +162,7 @@ pub fn facts(oid: pg_sys::Oid) -> Option<IndexFacts> {
 
 /// The index on `table` named `name` in `schema`, if any: `(oid, valid)`.
 pub fn index_named(schema: &str, name: &str, table: pg_sys::Oid) -> Option<(pg_sys::Oid, bool)> {
-    Spi::get_two_with_args::<pg_sys::Oid, bool>(
+    crate::sql::get_two::<pg_sys::Oid, bool>(
         "SELECT c.oid, i.indisvalid FROM pg_class c
            JOIN pg_namespace n ON n.oid = c.relnamespace
            JOIN pg_index i ON i.indexrelid = c.oid
@@ -196,7 +196,7 @@ pub fn free_bytes(tablespace: u32) -> Option<u64> {
 
 /// Rows of a table (exact count, what IVFFlat's `lists` is sized from).
 pub fn row_count(table: &str) -> i64 {
-    Spi::get_one::<i64>(&format!("SELECT count(*) FROM {table}"))
+    crate::sql::get_one::<i64>(&format!("SELECT count(*) FROM {table}"), &[])
         .ok()
         .flatten()
         .unwrap_or(0)
@@ -204,7 +204,7 @@ pub fn row_count(table: &str) -> i64 {
 
 /// Dead and live tuples from the statistics system.
 pub fn tuple_stats(table: pg_sys::Oid) -> (i64, i64) {
-    Spi::get_two_with_args::<i64, i64>(
+    crate::sql::get_two::<i64, i64>(
         "SELECT n_dead_tup, n_live_tup FROM pg_stat_all_tables WHERE relid = $1",
         &[table.into()],
     )
@@ -215,9 +215,10 @@ pub fn tuple_stats(table: pg_sys::Oid) -> (i64, i64) {
 
 /// The extension's schema, quoted (the worker's search_path is pg_catalog).
 pub fn ext_schema() -> String {
-    Spi::get_one::<String>(
+    crate::sql::get_one::<String>(
         "SELECT quote_ident(n.nspname) FROM pg_extension e
            JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'ruvector_healing'",
+        &[],
     )
     .ok()
     .flatten()

@@ -116,7 +116,7 @@ pub(crate) fn recent(row: &RepairRow) -> Recent {
         .unwrap_or_default()
     });
     let issue_attempts = match row.issue_id {
-        Some(issue) => Spi::get_one_with_args::<i64>(
+        Some(issue) => crate::sql::get_one::<i64>(
             "SELECT count(*) FROM ruvector_healing.repairs
               WHERE issue_id = $1 AND repair_id <> $2 AND status IN ('done','failed','rolled_back')",
             &[issue.into(), row.id.into()],

@@ -178,7 +178,7 @@ pub fn active_on_table(table: pg_sys::Oid, except: i64) -> Option<(i64, String)>
 }
 
 fn requested_recently(id: i64) -> bool {
-    Spi::get_one_with_args::<bool>(
+    crate::sql::get_one::<bool>(
         "SELECT requested_at > now() - interval '60 s' FROM ruvector_healing.repairs WHERE repair_id = $1",
         &[id.into()],
     )
@@ -188,7 +188,7 @@ fn requested_recently(id: i64) -> bool {
 }
 
 fn status_of(id: i64) -> String {
-    Spi::get_one_with_args::<String>(
+    crate::sql::get_one::<String>(
         "SELECT status FROM ruvector_healing.repairs WHERE repair_id = $1",
         &[id.into()],
     )

@@ -104,7 +104,7 @@ pub(crate) fn rebuild(
             return Err(StepError::new("the new index is missing after its build"));
         };
         let (after, new_issues) = health(new_oid);
-        let before = Spi::get_one_with_args::<JsonB>(
+        let before = crate::sql::get_one::<JsonB>(
             "SELECT before FROM ruvector_healing.repairs WHERE repair_id = $1",
             &[id.into()],
         )
@@ -234,7 +234,7 @@ pub(crate) fn rebuilt_definition(
 pub(crate) fn copy_attributes(f: &IndexFacts, shadow: &str) {
     let target = format!("{}.{}", q(&f.schema), q(shadow));
     if let Some(c) = &f.comment {
-        let sql = Spi::get_one_with_args::<String>(
+        let sql = crate::sql::get_one::<String>(
             "SELECT format('COMMENT ON INDEX %s IS %L', $1::text, $2::text)",
             &[target.clone().into(), c.clone().into()],
         )
@@ -374,7 +374,7 @@ pub(crate) fn rollback_rebuild(row: &RepairRow) {
     let swapped = loop {
         let r = tx(|| -> Result<(), String> {
             Spi::run("SET LOCAL lock_timeout = '2s'").expect("lock_timeout");
-            let table = Spi::get_one_with_args::<String>(
+            let table = crate::sql::get_one::<String>(
                 "SELECT $1::oid::regclass::text",
                 &[row.table_oid.into()],
             )

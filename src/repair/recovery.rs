@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::catalog::{self};
 use super::ddl::{self, Dropped};
+use super::exec::StepError;
 use super::journal;
 use super::plan::{self, Recovery, Status};
 use super::rebuild::{drop_pending, drop_shadow, finish_swapped};
@@ -112,7 +113,7 @@ pub fn retire_backups() {
                    FROM ruvector_healing.repairs
                   WHERE (status IN ('done', 'rollback_failed') AND strategy = 'rebuild'
                          AND coalesce((backup->>'kept')::bool, false)
-                         AND finished_at + make_interval(mins => (backup->>'keep_minutes')::int) < now_json())
+                         AND finished_at + make_interval(mins => (backup->>'keep_minutes')::int) < now())
                      OR backup ? 'drop_pending'
                   ORDER BY repair_id",
                 None,
@@ -129,10 +130,13 @@ pub fn retire_backups() {
                 })
                 .collect()
             })
-            .unwrap_or_default()
         })
     })
-    .unwrap_or_default();
+    .and_then(|r| r.map_err(|e| StepError::new(e.to_string())))
+    .unwrap_or_else(|e| {
+        pgrx::log!("ruvector_healing: cannot list the backups to retire: {e}");
+        Vec::new()
+    });
     for (id, table, relname, pending) in due {
         let Some(row) = tx(|| journal::load(id)).ok().flatten() else {
             continue;
@@ -146,18 +150,24 @@ pub fn retire_backups() {
         activity(&format!(
             "dropping the index repair {id} kept for rollback (DROP INDEX CONCURRENTLY)"
         ));
-        let what = match ddl::drop(oid, table, &relname, id, || {
+        let dropped = match ddl::drop(oid, table, &relname, id, || {
             pause_row(&row, "during_retire")
         }) {
-            Dropped::Dropped => json!({"kept": false, "dropped_at": now_json()}),
-            Dropped::Gone => json!({"kept": false, "gone_at": now_json(),
-                                    "note": "not found when its keep time ended"}),
+            Dropped::Dropped => true,
+            Dropped::Gone => false,
             Dropped::Failed(e) => {
                 let _ = tx(|| journal::step(id, "drop_failed", json!({"error": e})));
                 continue;
             }
         };
-        let _ = tx(|| journal::merge(id, "backup", what));
+        let _ = tx(|| {
+            let what = if dropped {
+                json!({"kept": false, "dropped_at": now_json()})
+            } else {
+                json!({"kept": false, "gone_at": now_json(), "note": "not found when its keep time ended"})
+            };
+            journal::merge(id, "backup", what)
+        });
     }
     let _ = tx(|| journal::purge(crate::config::HISTORY_RETENTION_DAYS.get()));
 }

@@ -24,7 +24,7 @@ use crate::inspect::relation::{raise, resolve, Am};
 /// ownership; superusers may. Membership in `ruvector_healer` is checked
 /// by the functions' `EXECUTE` grant; both are needed.
 pub fn require_maintain(table: pg_sys::Oid, name: &str) {
-    let may = Spi::get_one_with_args::<bool>(
+    let may = crate::sql::get_one::<bool>(
         "SELECT pg_catalog.has_table_privilege($1::oid, $2::oid, 'MAINTAIN')",
         &[unsafe { pg_sys::GetOuterUserId() }.into(), table.into()],
     )
@@ -144,7 +144,7 @@ fn choose_auto(f: &IndexFacts, am: Am, issue: Option<i64>) -> (Strategy, Option<
 /// Average duration of this index's past successful repairs by the same
 /// strategy (`None` without history: no figure is invented).
 fn estimated_ms(f: &IndexFacts, s: Strategy) -> Option<f64> {
-    Spi::get_one_with_args::<f64>(
+    crate::sql::get_one::<f64>(
         "SELECT avg(extract(epoch FROM finished_at - started_at) * 1000)::float8 FROM (
             SELECT finished_at, started_at FROM ruvector_healing.repairs
              WHERE table_oid = $1 AND relname = $2 AND strategy = $3 AND status = 'done'
@@ -174,8 +174,9 @@ fn preview(f: &IndexFacts, s: Strategy, am: Am, dry_run: bool) -> Value {
             } else {
                 (f.definition.clone(), json!("counted by the worker"))
             };
-            let mem = Spi::get_one::<i64>(
+            let mem = crate::sql::get_one::<i64>(
                 "SELECT setting::int8 * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'",
+                &[],
             )
             .ok()
             .flatten();
@@ -466,7 +467,7 @@ pub fn rollback(id: i64) -> Value {
             "",
         );
     }
-    let backup = Spi::get_one_with_args::<JsonB>(
+    let backup = crate::sql::get_one::<JsonB>(
         "SELECT coalesce(backup, '{}') FROM ruvector_healing.repairs WHERE repair_id = $1",
         &[id.into()],
     )
@@ -512,7 +513,7 @@ pub fn rollback(id: i64) -> Value {
 }
 
 fn index_name_of(id: i64) -> Value {
-    Spi::get_one_with_args::<String>(
+    crate::sql::get_one::<String>(
         "SELECT index_name FROM ruvector_healing.repairs WHERE repair_id = $1",
         &[id.into()],
     )
@@ -527,12 +528,13 @@ fn index_name_of(id: i64) -> Value {
 pub fn recover() -> Value {
     require_preload();
     let interrupted = journal::orphans(0);
-    let due = Spi::get_one::<i64>(
+    let due = crate::sql::get_one::<i64>(
         "SELECT count(*) FROM ruvector_healing.repairs
           WHERE backup ? 'drop_pending'
              OR (coalesce((backup->>'kept')::bool, false) AND strategy = 'rebuild'
                  AND status IN ('done', 'rollback_failed')
                  AND finished_at + make_interval(mins => (backup->>'keep_minutes')::int) < now())",
+        &[],
     )
     .ok()
     .flatten()

@@ -8,7 +8,6 @@
 use std::ffi::CString;
 
 use pgrx::pg_sys;
-use pgrx::spi::Spi;
 use serde_json::{json, Value};
 
 use super::counters::{self, Outcome};
@@ -123,7 +122,7 @@ fn pause_at(id: i64, at: Option<&str>, point: &str) {
             break;
         }
         let resumed = tx(|| {
-            Spi::get_one_with_args::<bool>(
+            crate::sql::get_one::<bool>(
                 "SELECT EXISTS (SELECT 1 FROM ruvector_healing.repair_steps
                                  WHERE repair_id = $1 AND step = 'resume_for_test')",
                 &[id.into()],
@@ -167,7 +166,7 @@ pub(crate) use super::plan::quote_ident as q;
 
 /// `now()` of the current transaction, as JSON text.
 pub(crate) fn now_json() -> Value {
-    Spi::get_one::<String>("SELECT now()::text")
+    crate::sql::get_one::<String>("SELECT now()::text", &[])
         .ok()
         .flatten()
         .map(Value::from)

@@ -83,7 +83,7 @@ pub(crate) fn tune(
 
 /// The value of `setting` stored for this database (and role), if any.
 pub(crate) fn current_override(setting: &str, role: Option<&str>) -> Option<String> {
-    Spi::get_one_with_args::<String>(
+    crate::sql::get_one::<String>(
         "SELECT split_part(c, '=', 2) FROM pg_db_role_setting s, unnest(s.setconfig) c
           WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND s.setrole = coalesce((SELECT oid FROM pg_roles WHERE rolname = $2), 0)
@@ -96,7 +96,7 @@ pub(crate) fn current_override(setting: &str, role: Option<&str>) -> Option<Stri
 
 /// `ALTER DATABASE|ROLE ... SET setting = value` (or `RESET` for None).
 pub(crate) fn apply_override(setting: &str, value: Option<&str>, role: Option<&str>) {
-    let db = Spi::get_one::<String>("SELECT quote_ident(current_database())")
+    let db = crate::sql::get_one::<String>("SELECT quote_ident(current_database())", &[])
         .ok()
         .flatten()
         .expect("database name");

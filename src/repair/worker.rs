@@ -129,7 +129,7 @@ pub(crate) fn wait_for_requester(xid: u64) -> bool {
     activity("waiting for the requesting transaction to commit");
     loop {
         let status = tx(|| {
-            Spi::get_one_with_args::<String>(
+            crate::sql::get_one::<String>(
                 "SELECT pg_xact_status($1::text::xid8)",
                 &[xid.to_string().into()],
             )

@@ -699,3 +699,25 @@ pub fn wait(c: &mut Client, id: i64) -> Value {
 pub fn status(r: &Value) -> &str {
     r["status"].as_str().unwrap_or("?")
 }
+
+/// Runs a program as the server's OS user (through sudo when root).
+pub fn as_server_user(program: &str, args: &[&str]) -> std::process::Output {
+    let st = settings();
+    let is_root = unsafe { libc_geteuid() } == 0;
+    let mut cmd = if is_root {
+        let mut c = std::process::Command::new("sudo");
+        c.args(["-n", "-u", &st.os_user, "--"]).arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    };
+    cmd.args(args)
+        .current_dir("/")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

@@ -18,6 +18,7 @@ mod ivfflat;
 mod partitioned;
 mod recall;
 mod repair;
+mod replica;
 mod trust;
 mod types;
 mod upgrade;

@@ -428,27 +428,6 @@ fn repair_under_pgbench_fails_no_transaction() {
 
 // ------------------------------------------------------------------ crashes
 
-fn as_server_user(program: &str, args: &[&str]) -> std::process::Output {
-    let st = settings();
-    let is_root = unsafe { libc_geteuid() } == 0;
-    let mut cmd = if is_root {
-        let mut c = Command::new("sudo");
-        c.args(["-n", "-u", &st.os_user, "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    };
-    cmd.args(args)
-        .current_dir("/")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
-}
-
 fn immediate_restart() {
     let st = settings();
     let pg_ctl = format!("{}/pg_ctl", st.pgbin);
@@ -991,4 +970,289 @@ fn dead_rows_are_found_and_vacuumed() {
             .any(|i| i["kind"] == "dead_tuples"),
         "{after:#}"
     );
+}
+
+/// Marks the paused worker of repair `id` to go on.
+fn resume(c: &mut Client, id: i64) {
+    exec(
+        c,
+        &format!("INSERT INTO ruvector_healing.repair_steps (repair_id, step) VALUES ({id}, 'resume_for_test')"),
+    );
+}
+
+fn paused(c: &mut Client, id: i64, n: i64) {
+    until(
+        c,
+        &format!(
+            "SELECT count(*) >= {n} FROM ruvector_healing.repair_steps WHERE repair_id = {id} AND step = 'paused_for_test'"
+        ),
+        "the pause",
+    );
+}
+
+/// The pid of the background worker whose application_name starts with
+/// `prefix` ("ruvector_healing rollback 7", "ruvector_healing recover").
+fn worker_named(c: &mut Client, prefix: &str) -> i64 {
+    query_i64(
+        c,
+        &format!(
+            "SELECT pid::int8 FROM pg_stat_activity WHERE application_name LIKE '{prefix}%' LIMIT 1"
+        ),
+    )
+}
+
+#[test]
+fn a_renamed_original_fails_the_swap_cleanly() {
+    let db = TestDb::new("rep_rename");
+    let mut c = db.connect();
+    indexed_table(&mut c, 8, 3_000, "", "hnsw (embedding vector_l2_ops)");
+    let original = oid_of(&mut c, "t_idx");
+    exec(
+        &mut c,
+        "SET ruvector.dag_healing_test_pause_at = 'after_build'",
+    );
+    let id = request(&mut c, "t_idx", "rebuild");
+    exec(&mut c, "RESET ruvector.dag_healing_test_pause_at");
+    paused(&mut c, id, 1);
+    // Meanwhile someone renames the original and gives its name to an
+    // unrelated index.
+    let mut other = db.connect();
+    exec(
+        &mut other,
+        "ALTER INDEX t_idx RENAME TO t_idx_moved; CREATE INDEX t_idx ON t (id)",
+    );
+    let unrelated = oid_of(&mut other, "t_idx");
+    resume(&mut c, id);
+    let r = wait(&mut c, id);
+    assert_eq!(status(&r), "failed", "{r:#}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("was renamed to \"t_idx_moved\""),
+        "{r:#}"
+    );
+    // The unrelated index is untouched, the original kept, the shadow gone.
+    assert_eq!(oid_of(&mut c, "t_idx"), unrelated);
+    assert_eq!(oid_of(&mut c, "t_idx_moved"), original);
+    let def: String = c
+        .query_one("SELECT pg_get_indexdef('t_idx'::regclass)", &[])
+        .unwrap()
+        .get(0);
+    assert!(def.contains("btree (id)"), "{def}");
+    assert_eq!(
+        indexes(&mut c, "t"),
+        vec![
+            ("t_idx".to_string(), true),
+            ("t_idx_moved".to_string(), true),
+            ("t_pkey".to_string(), true)
+        ]
+    );
+}
+
+/// Crashes on the default path, where the replaced index is kept for
+/// rollback: at `swapped`, during a rollback and during the retirement of
+/// the backup after its keep time; rows written between the swap and the
+/// rollback are found through the restored index.
+#[test]
+fn crashes_with_the_backup_kept() {
+    let mut db = TestDb::new("rep_kept");
+    let mut c = db.connect();
+    indexed_table(
+        &mut c,
+        8,
+        6_000,
+        "",
+        "hnsw (embedding vector_l2_ops) WITH (m = 8, ef_construction = 32)",
+    );
+    let setup =
+        "SET ruvector.dag_healing_cooldown_s = 0; SET ruvector.dag_healing_max_attempts = 100";
+    for crash in [Crash::KillWorker, Crash::ImmediateStop] {
+        let crash_it = |pid: i64, db: &mut TestDb| {
+            match crash {
+                Crash::KillWorker => kill_worker(pid),
+                Crash::ImmediateStop => immediate_restart(),
+            }
+            let c = wait_for_server(&db.name);
+            db.crashes_expected();
+            c
+        };
+        // 1. At `swapped`: recovery finishes the repair, the backup kept.
+        let mut c = db.connect();
+        exec(&mut c, setup);
+        let original = oid_of(&mut c, "t_idx");
+        exec(
+            &mut c,
+            "SET ruvector.dag_healing_test_pause_at = 'after_swap'",
+        );
+        let id = request(&mut c, "t_idx", "rebuild");
+        paused(&mut c, id, 1);
+        let pid = query_i64(
+            &mut c,
+            &format!(
+                "SELECT worker_pid::int8 FROM ruvector_healing.repairs WHERE repair_id = {id}"
+            ),
+        );
+        assert_eq!(status(&row(&mut c, id)), "swapped");
+        drop(c);
+        let mut c = crash_it(pid, &mut db);
+        exec(&mut c, "SELECT ruvector_dag_recover_repairs()");
+        until(
+            &mut c,
+            &format!("SELECT status = 'done' FROM ruvector_healing.repairs WHERE repair_id = {id}"),
+            "recovery",
+        );
+        let r = row(&mut c, id);
+        assert_eq!(r["backup"]["kept"], true, "{crash:?}: {r:#}");
+        assert_eq!(
+            indexes(&mut c, "t"),
+            vec![
+                ("t_idx".to_string(), true),
+                (format!("t_idx_rvold{id}"), false),
+                ("t_pkey".to_string(), true)
+            ],
+            "{crash:?} at swapped"
+        );
+        assert_eq!(oid_of(&mut c, &format!("t_idx_rvold{id}")), original);
+
+        // 2. During a rollback: it did not happen, and says so; the backup
+        // is still kept, and a second rollback restores it, with the rows
+        // written since the swap.
+        exec(
+            &mut c,
+            &format!("{setup}; {}", random_rows("t", 200, 8, 0.0, 1.0)),
+        );
+        exec(&mut c, &format!("UPDATE ruvector_healing.repairs SET plan = jsonb_set(plan, '{{settings,pause_at}}', '\"during_rollback\"') WHERE repair_id = {id}"));
+        exec(&mut c, &format!("SELECT ruvector_dag_rollback({id})"));
+        paused(&mut c, id, 2);
+        let pid = worker_named(&mut c, &format!("ruvector_healing rollback {id}"));
+        assert_eq!(status(&row(&mut c, id)), "rolling_back");
+        drop(c);
+        let mut c = crash_it(pid, &mut db);
+        exec(&mut c, "SELECT ruvector_dag_recover_repairs()");
+        until(&mut c, &format!("SELECT status = 'rollback_failed' FROM ruvector_healing.repairs WHERE repair_id = {id}"), "recovery of the rollback");
+        let r = row(&mut c, id);
+        assert!(
+            r["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("the repair stands"),
+            "{r:#}"
+        );
+        assert_eq!(r["backup"]["kept"], true, "{r:#}");
+        resume(&mut c, id);
+        exec(&mut c, &format!("SELECT ruvector_dag_rollback({id})"));
+        let r = wait(&mut c, id);
+        assert_eq!(status(&r), "rolled_back", "{crash:?}: {r:#}");
+        until(
+            &mut c,
+            "SELECT count(*) = 2 FROM pg_index WHERE indrelid = 't'::regclass",
+            "the rebuilt index to be dropped",
+        );
+        assert_eq!(oid_of(&mut c, "t_idx"), original, "the original is back");
+        assert!(r["backup"]["dropped"].is_object(), "{r:#}");
+        let newest: Vec<(i64, String)> = c
+            .query(
+                "SELECT id, embedding::text FROM t ORDER BY id DESC LIMIT 50",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|x| (x.get(0), x.get(1)))
+            .collect();
+        exec(&mut c, "SET enable_seqscan = off; SET hnsw.ef_search = 100");
+        for (id, v) in &newest {
+            let found: i64 = c
+                .query_one(
+                    &format!("SELECT id FROM t ORDER BY embedding <-> '{v}' LIMIT 1"),
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            assert_eq!(
+                found, *id,
+                "a row written between the swap and the rollback"
+            );
+        }
+        exec(&mut c, "RESET enable_seqscan; RESET hnsw.ef_search");
+
+        // 3. During the retirement of a kept backup past its keep time.
+        exec(
+            &mut c,
+            &format!("{setup}; SET ruvector.dag_healing_test_pause_at = 'during_retire'"),
+        );
+        let id = request(&mut c, "t_idx", "rebuild");
+        let r = wait(&mut c, id);
+        assert_eq!(status(&r), "done", "{r:#}");
+        let backup = oid_of(&mut c, &format!("t_idx_rvold{id}"));
+        exec(&mut c, &format!("UPDATE ruvector_healing.repairs SET finished_at = now() - interval '1 day' WHERE repair_id = {id}"));
+        exec(&mut c, "SELECT ruvector_dag_recover_repairs()");
+        paused(&mut c, id, 1);
+        let pid = worker_named(&mut c, "ruvector_healing recover");
+        assert_eq!(
+            query_i64(&mut c, &format!("SELECT count(*) FROM pg_class WHERE oid = {backup} AND relname = 't_idx_rvdrop{id}'")),
+            1,
+            "renamed aside before the drop"
+        );
+        drop(c);
+        let mut c = crash_it(pid, &mut db);
+        let r = row(&mut c, id);
+        assert_eq!(
+            r["backup"]["kept"], true,
+            "not dropped yet, not marked dropped: {r:#}"
+        );
+        resume(&mut c, id);
+        exec(&mut c, "SELECT ruvector_dag_recover_repairs()");
+        until(&mut c, &format!("SELECT NOT coalesce((backup->>'kept')::bool, false) FROM ruvector_healing.repairs WHERE repair_id = {id}"), "the retirement");
+        let r = row(&mut c, id);
+        assert!(r["backup"]["dropped_at"].is_string(), "{r:#}");
+        assert_eq!(
+            query_i64(
+                &mut c,
+                &format!("SELECT count(*) FROM pg_class WHERE oid = {backup}")
+            ),
+            0
+        );
+        assert_eq!(
+            indexes(&mut c, "t"),
+            vec![("t_idx".to_string(), true), ("t_pkey".to_string(), true)],
+            "{crash:?} during retirement"
+        );
+    }
+}
+
+/// The one large build of the suite: a rebuild of a 200,000 x 128 HNSW
+/// index (158 MB, built on disk with the default maintenance_work_mem)
+/// under the default ruvector.dag_healing_repair_timeout_s finishes: the
+/// timeout grows with the index instead of cancelling the build.
+#[test]
+fn a_large_rebuild_finishes_under_the_default_timeout() {
+    let db = TestDb::new("rep_large");
+    let mut c = db.connect();
+    exec(
+        &mut c,
+        &format!(
+            "CREATE TABLE t (id bigserial PRIMARY KEY, embedding vector(128));
+             {};
+             SET maintenance_work_mem = '1GB';
+             CREATE INDEX t_idx ON t USING hnsw (embedding vector_l2_ops);
+             RESET maintenance_work_mem;",
+            random_rows("t", 200_000, 128, 0.0, 1.0)
+        ),
+    );
+    let setting: i64 = query_i64(&mut c, "SELECT setting::int8 FROM pg_settings WHERE name = 'ruvector.dag_healing_repair_timeout_s'");
+    let id = request(&mut c, "t_idx", "rebuild");
+    let r = wait(&mut c, id);
+    assert_eq!(status(&r), "done", "{r:#}");
+    let timeout = r["plan"]["timeout_s"].as_i64().unwrap();
+    let took = r["duration_ms"].as_f64().unwrap() / 1000.0;
+    eprintln!(
+        "rebuild of {} bytes: {took:.0} s, timeout {timeout} s (setting {setting} s)",
+        r["plan"]["preview"]["index_bytes"]
+    );
+    assert!(
+        timeout > setting,
+        "the timeout grew with the index: {timeout}"
+    );
+    assert!(took < timeout as f64);
 }

@@ -55,7 +55,8 @@ SELECT ruvector_dag_repair_index('rep_ivf', 'rebuild') AS id \gset
 SELECT status, error FROM ruvector_healing.repairs WHERE repair_id = :id;
 RESET ruvector.dag_healing_enabled;
 
--- Requesting is reserved to ruvector_healer; reading the history is not.
+-- Requesting is reserved to ruvector_healer members that may maintain the
+-- table; reading the history, to roles that may read the table.
 CREATE ROLE regress_rv_repairer;
 SET ROLE regress_rv_repairer;
 SELECT ruvector_dag_repair_index('rep_hnsw', 'rebuild', true);
@@ -65,10 +66,16 @@ SELECT ruvector_dag_recover_repairs();
 SELECT count(*) > 0 AS sees_history FROM ruvector_dag_repair_history('rep_items');
 UPDATE ruvector_healing.repairs SET status = 'planned';
 RESET ROLE;
+GRANT SELECT ON rep_items TO regress_rv_repairer;
 GRANT ruvector_healer TO regress_rv_repairer;
+SET ROLE regress_rv_repairer;
+SELECT count(*) > 0 AS sees_history FROM ruvector_dag_repair_history('rep_items');
+SELECT ruvector_dag_repair_index('rep_hnsw', 'rebuild', true) > 0 AS requested;
+RESET ROLE;
+GRANT MAINTAIN ON rep_items TO regress_rv_repairer;
 SET ROLE regress_rv_repairer;
 SELECT ruvector_dag_repair_index('rep_hnsw', 'rebuild', true) > 0 AS requested;
 SELECT requested_by FROM ruvector_healing.repairs ORDER BY repair_id DESC LIMIT 1;
 RESET ROLE;
-DROP ROLE regress_rv_repairer;
 DROP TABLE rep_items;
+DROP ROLE regress_rv_repairer;

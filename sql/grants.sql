@@ -26,12 +26,12 @@ GRANT USAGE ON SEQUENCE ruvector_healing.search_settings_setting_id_seq TO ruvec
 -- SECURITY DEFINER functions (members get no write access to the journal).
 GRANT SELECT ON ruvector_healing.repairs, ruvector_healing.repair_steps,
                 ruvector_healing.index_policies TO PUBLIC;
-REVOKE ALL ON FUNCTION ruvector_dag_repair_index(regclass, text, bool) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_repair_index(regclass, text, bool, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_dag_repair(regclass, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_dag_cancel_repair(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_dag_rollback(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_dag_recover_repairs() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ruvector_dag_repair_index(regclass, text, bool) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_repair_index(regclass, text, bool, jsonb) TO ruvector_healer;
 GRANT EXECUTE ON FUNCTION ruvector_dag_repair(regclass, bigint) TO ruvector_healer;
 GRANT EXECUTE ON FUNCTION ruvector_dag_cancel_repair(bigint) TO ruvector_healer;
 GRANT EXECUTE ON FUNCTION ruvector_dag_rollback(bigint) TO ruvector_healer;
@@ -40,18 +40,18 @@ GRANT EXECUTE ON FUNCTION ruvector_dag_recover_repairs() TO ruvector_healer;
 -- Policies and observations: readable by everyone; policies are set by
 -- ruvector_healer members, observations written by the background cycle.
 GRANT SELECT ON ruvector_healing.observations TO PUBLIC;
-REVOKE ALL ON FUNCTION ruvector_dag_set_index_policy(regclass, bool, text, bool, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION ruvector_dag_set_table_policy(regclass, bool, text, bool, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION ruvector_dag_set_schema_policy(name, bool, text, bool, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION ruvector_dag_set_database_policy(bool, text, bool, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_set_index_policy(regclass, bool, text, bool, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_set_table_policy(regclass, bool, text, bool, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_set_schema_policy(name, bool, text, bool, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_set_database_policy(bool, text, bool, jsonb, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_dag_reset_policy(text, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION ruvector_healing.set_policy(text, text, text, bool, text, bool, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ruvector_dag_set_index_policy(regclass, bool, text, bool, jsonb) TO ruvector_healer;
-GRANT EXECUTE ON FUNCTION ruvector_dag_set_table_policy(regclass, bool, text, bool, jsonb) TO ruvector_healer;
-GRANT EXECUTE ON FUNCTION ruvector_dag_set_schema_policy(name, bool, text, bool, jsonb) TO ruvector_healer;
-GRANT EXECUTE ON FUNCTION ruvector_dag_set_database_policy(bool, text, bool, jsonb) TO ruvector_healer;
+REVOKE ALL ON FUNCTION ruvector_healing.set_policy(text, text, text, bool, text, bool, jsonb, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector_dag_set_index_policy(regclass, bool, text, bool, jsonb, text) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_set_table_policy(regclass, bool, text, bool, jsonb, text) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_set_schema_policy(name, bool, text, bool, jsonb, text) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_set_database_policy(bool, text, bool, jsonb, text) TO ruvector_healer;
 GRANT EXECUTE ON FUNCTION ruvector_dag_reset_policy(text, text, text) TO ruvector_healer;
-GRANT EXECUTE ON FUNCTION ruvector_healing.set_policy(text, text, text, bool, text, bool, jsonb) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_healing.set_policy(text, text, text, bool, text, bool, jsonb, text) TO ruvector_healer;
 GRANT INSERT, UPDATE, DELETE ON ruvector_healing.index_policies TO ruvector_healer;
 REVOKE ALL ON FUNCTION ruvector_dag_run_cycle() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ruvector_dag_run_cycle() TO ruvector_healer;

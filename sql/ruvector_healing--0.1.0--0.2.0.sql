@@ -2,7 +2,7 @@
 -- Every statement here brings a 0.1.0 database to what a fresh 0.2.0
 -- install creates; tests/integration/upgrade.rs compares the two object by
 -- object. Rows are kept: columns are added with defaults and filled from
--- the catalog, nothing is dropped.
+-- the catalog, nothing is dropped but functions whose signature changed.
 
 -- ---------------------------------------------------------------- restores
 -- The cluster and database the rows above were written in. pg_dump keeps
@@ -141,6 +141,41 @@ RETURNS bigint LANGUAGE sql VOLATILE AS $$
     RETURNING issue_id
 $$;
 
+-- ---------------------------------------------------------------- diagnosis
+-- Every issue gets its root cause and diagnosis; low recall (measured by
+-- the cycle) is resolved only by the cycle.
+ALTER TABLE ruvector_healing.issues
+    ADD COLUMN cause text,
+    ADD COLUMN diagnosis jsonb;
+
+CREATE OR REPLACE FUNCTION ruvector_healing.resolve_issues(tbl oid, still_open bigint[], with_anomalies bool)
+RETURNS bigint LANGUAGE sql VOLATILE AS $$
+    WITH r AS (
+        UPDATE ruvector_healing.issues
+           SET status = 'resolved', resolved_at = now()
+         WHERE table_oid = tbl AND status = 'open' AND issue_id <> ALL (still_open)
+           AND (with_anomalies OR (kind NOT LIKE 'anomaly\_%' AND kind <> 'low_recall'))
+        RETURNING 1)
+    SELECT count(*) FROM r
+$$;
+
+DROP FUNCTION ruvector_dag_detected_issues(regclass);
+-- Issues of a table, open ones first, highest priority first, with their
+-- diagnosis.
+CREATE FUNCTION ruvector_dag_detected_issues(tbl regclass)
+RETURNS TABLE (issue_id bigint, index text, kind text, severity text, priority int,
+               details jsonb, detected_at timestamptz, last_seen_at timestamptz,
+               times_seen int, status text, resolved_at timestamptz, cause text,
+               repair text, needs_person bool, diagnosis jsonb)
+LANGUAGE sql STABLE STRICT AS $$
+    SELECT issue_id, index_name, kind, severity, priority, details, detected_at,
+           last_seen_at, times_seen, status, resolved_at, cause,
+           diagnosis->'remedy'->>'strategy', (diagnosis->>'needs_person')::bool, diagnosis
+      FROM ruvector_healing.issues
+     WHERE table_oid = tbl::oid
+     ORDER BY status = 'open' DESC, priority DESC, issue_id
+$$;
+
 -- ---------------------------------------------------------------- repairs
 -- A rollback that did not happen is recorded as such (the repair stands).
 ALTER TABLE ruvector_healing.repairs
@@ -189,11 +224,32 @@ BEGIN
 END
 $$;
 
+-- A rebuild may take build options (0.1.0's three-argument C symbol stays
+-- exported, as a stub that asks for this update).
+DROP FUNCTION ruvector_dag_repair_index(regclass, text, bool);
+CREATE  FUNCTION "ruvector_dag_repair_index"(
+	"index" regclass, /* Option < Regclass > */
+	"strategy" TEXT DEFAULT 'auto', /* Option < & str > */
+	"dry_run" bool DEFAULT false, /* Option < bool > */
+	"options" jsonb DEFAULT NULL /* Option < JsonB > */
+) RETURNS bigint /* i64 */
+VOLATILE SECURITY DEFINER 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'repair_index_wrapper';
+
 -- ---------------------------------------------------------------- policies
--- Setting or removing the policy of an index or a table takes the right
--- to maintain it.
-CREATE OR REPLACE FUNCTION ruvector_healing.set_policy(
-    p_scope text, sch text, nm text, p_excluded bool, p_strategy text, p_pin_lists bool, p_thresholds jsonb)
+-- Policies say how far the worker may change build options; setting or
+-- removing the policy of an index or a table takes the right to maintain
+-- it.
+ALTER TABLE ruvector_healing.index_policies
+    ADD COLUMN allow_option_changes text
+        CHECK (allow_option_changes IN ('none', 'up_to_defaults', 'any'));
+
+DROP FUNCTION ruvector_healing.set_policy(text, text, text, bool, text, bool, jsonb);
+CREATE FUNCTION ruvector_healing.set_policy(
+    p_scope text, sch text, nm text, p_excluded bool, p_strategy text, p_pin_lists bool, p_thresholds jsonb,
+    p_allow_option_changes text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     k text; result jsonb;
@@ -220,18 +276,93 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
+    IF p_allow_option_changes IS NOT NULL AND p_allow_option_changes NOT IN ('none', 'up_to_defaults', 'any') THEN
+        RAISE EXCEPTION 'unknown allow_option_changes "%"', p_allow_option_changes
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'none, up_to_defaults (m <= 16, ef_construction <= 64) or any';
+    END IF;
     PERFORM ruvector_healing.require_maintain(p_scope, sch, nm);
     INSERT INTO ruvector_healing.index_policies AS p
-           (scope, schema_name, object_name, excluded, strategy, pin_lists, thresholds)
+           (scope, schema_name, object_name, excluded, strategy, pin_lists, thresholds, allow_option_changes)
     VALUES (p_scope, sch, nm, coalesce(p_excluded, false), coalesce(p_strategy, 'auto'),
-            coalesce(p_pin_lists, false), coalesce(p_thresholds, '{}'))
+            coalesce(p_pin_lists, false), coalesce(p_thresholds, '{}'), p_allow_option_changes)
     ON CONFLICT (scope, schema_name, object_name) DO UPDATE
        SET excluded = coalesce(p_excluded, p.excluded), strategy = coalesce(p_strategy, p.strategy),
            pin_lists = coalesce(p_pin_lists, p.pin_lists),
-           thresholds = coalesce(p_thresholds, p.thresholds), updated_at = now()
+           thresholds = coalesce(p_thresholds, p.thresholds),
+           allow_option_changes = coalesce(p_allow_option_changes, p.allow_option_changes),
+           updated_at = now()
     RETURNING to_jsonb(p) INTO result;
     RETURN result;
 END
+$$;
+
+DROP FUNCTION ruvector_dag_set_index_policy(regclass, bool, text, bool, jsonb);
+-- Sets (creating if needed) the policy of an index. NULL arguments keep
+-- the current value.
+CREATE FUNCTION ruvector_dag_set_index_policy(
+    idx regclass, excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL, allow_option_changes text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    sch text; nm text; am text;
+BEGIN
+    IF idx IS NULL THEN
+        RAISE EXCEPTION 'index must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'pass a pgvector index; ruvector_dag_set_table_policy, _schema_policy and _database_policy set broader defaults';
+    END IF;
+    SELECT n.nspname, c.relname, a.amname INTO sch, nm, am
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_am a ON a.oid = c.relam
+     WHERE c.oid = idx;
+    IF am IS NULL OR am NOT IN ('hnsw', 'ivfflat') THEN
+        RAISE EXCEPTION '"%" is not a pgvector hnsw or ivfflat index', idx
+            USING ERRCODE = 'wrong_object_type', HINT = 'policies apply to pgvector indexes';
+    END IF;
+    RETURN ruvector_healing.set_policy('index', sch, nm, excluded, strategy, pin_lists, thresholds, allow_option_changes);
+END
+$$;
+
+DROP FUNCTION ruvector_dag_set_table_policy(regclass, bool, text, bool, jsonb);
+-- The same for every pgvector index of a table.
+CREATE FUNCTION ruvector_dag_set_table_policy(
+    tbl regclass, excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL, allow_option_changes text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    sch text; nm text; kind "char";
+BEGIN
+    SELECT n.nspname, c.relname, c.relkind INTO sch, nm, kind
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF tbl IS NULL OR kind IS NULL OR kind NOT IN ('r', 'p', 'm') THEN
+        RAISE EXCEPTION '"%" is not a table', coalesce(tbl::text, 'NULL')
+            USING ERRCODE = 'wrong_object_type', HINT = 'pass the table that holds the vectors';
+    END IF;
+    RETURN ruvector_healing.set_policy('table', sch, nm, excluded, strategy, pin_lists, thresholds, allow_option_changes);
+END
+$$;
+
+DROP FUNCTION ruvector_dag_set_schema_policy(name, bool, text, bool, jsonb);
+-- The same for every pgvector index of a schema.
+CREATE FUNCTION ruvector_dag_set_schema_policy(
+    schema_name name, excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL, allow_option_changes text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF schema_name IS NULL OR NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = schema_name) THEN
+        RAISE EXCEPTION 'schema "%" does not exist', coalesce(schema_name::text, 'NULL')
+            USING ERRCODE = 'invalid_schema_name', HINT = 'pass an existing schema''s name';
+    END IF;
+    RETURN ruvector_healing.set_policy('schema', schema_name, '', excluded, strategy, pin_lists, thresholds, allow_option_changes);
+END
+$$;
+
+DROP FUNCTION ruvector_dag_set_database_policy(bool, text, bool, jsonb);
+-- The same for every pgvector index of the database.
+CREATE FUNCTION ruvector_dag_set_database_policy(
+    excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL, allow_option_changes text DEFAULT NULL)
+RETURNS jsonb LANGUAGE sql VOLATILE AS $$
+    SELECT ruvector_healing.set_policy('database', '', '', excluded, strategy, pin_lists, thresholds, allow_option_changes)
 $$;
 
 CREATE OR REPLACE FUNCTION ruvector_dag_reset_policy(scope text, schema_name text DEFAULT '', object_name text DEFAULT '')
@@ -340,3 +471,15 @@ CREATE POLICY healer_writes ON ruvector_healing.index_policies TO ruvector_heale
 
 -- ---------------------------------------------------------------- grants
 REVOKE ALL ON FUNCTION ruvector_healing.adopt_restored() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_repair_index(regclass, text, bool, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector_dag_repair_index(regclass, text, bool, jsonb) TO ruvector_healer;
+REVOKE ALL ON FUNCTION ruvector_dag_set_index_policy(regclass, bool, text, bool, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_set_table_policy(regclass, bool, text, bool, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_set_schema_policy(name, bool, text, bool, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_set_database_policy(bool, text, bool, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_healing.set_policy(text, text, text, bool, text, bool, jsonb, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector_dag_set_index_policy(regclass, bool, text, bool, jsonb, text) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_set_table_policy(regclass, bool, text, bool, jsonb, text) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_set_schema_policy(name, bool, text, bool, jsonb, text) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_dag_set_database_policy(bool, text, bool, jsonb, text) TO ruvector_healer;
+GRANT EXECUTE ON FUNCTION ruvector_healing.set_policy(text, text, text, bool, text, bool, jsonb, text) TO ruvector_healer;

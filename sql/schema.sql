@@ -34,7 +34,12 @@ CREATE TABLE ruvector_healing.issues (
     -- The index's schema and name, which survive a dump and restore (the
     -- OIDs above do not: see ruvector_healing.adopt_restored()).
     schema_name  text NOT NULL DEFAULT '',
-    relname      text NOT NULL DEFAULT ''
+    relname      text NOT NULL DEFAULT '',
+    -- The root cause (churn, build_options, data_drift, search_setting,
+    -- inherent, undetermined) and the whole diagnosis: evidence, impact,
+    -- the repair that addresses the cause or the advice for a person.
+    cause        text,
+    diagnosis    jsonb
 );
 CREATE UNIQUE INDEX issues_one_open_per_kind
     ON ruvector_healing.issues (index_oid, kind) WHERE status = 'open';
@@ -61,27 +66,31 @@ $$;
 
 -- Marks the table's open issues not in `still_open` resolved; returns how
 -- many. Anomalies (kinds 'anomaly_*', found by the background cycle
--- against a baseline) are resolved only when `with_anomalies`: a manual
--- health check does not look for them.
+-- against a baseline) and low recall (measured by its probes) are
+-- resolved only when `with_anomalies`: a manual health check does not
+-- look for them.
 CREATE FUNCTION ruvector_healing.resolve_issues(tbl oid, still_open bigint[], with_anomalies bool)
 RETURNS bigint LANGUAGE sql VOLATILE AS $$
     WITH r AS (
         UPDATE ruvector_healing.issues
            SET status = 'resolved', resolved_at = now()
          WHERE table_oid = tbl AND status = 'open' AND issue_id <> ALL (still_open)
-           AND (with_anomalies OR kind NOT LIKE 'anomaly\_%')
+           AND (with_anomalies OR (kind NOT LIKE 'anomaly\_%' AND kind <> 'low_recall'))
         RETURNING 1)
     SELECT count(*) FROM r
 $$;
 
--- Issues of a table, open ones first, highest priority first.
+-- Issues of a table, open ones first, highest priority first, with their
+-- diagnosis.
 CREATE FUNCTION ruvector_dag_detected_issues(tbl regclass)
 RETURNS TABLE (issue_id bigint, index text, kind text, severity text, priority int,
                details jsonb, detected_at timestamptz, last_seen_at timestamptz,
-               times_seen int, status text, resolved_at timestamptz)
+               times_seen int, status text, resolved_at timestamptz, cause text,
+               repair text, needs_person bool, diagnosis jsonb)
 LANGUAGE sql STABLE STRICT AS $$
     SELECT issue_id, index_name, kind, severity, priority, details, detected_at,
-           last_seen_at, times_seen, status, resolved_at
+           last_seen_at, times_seen, status, resolved_at, cause,
+           diagnosis->'remedy'->>'strategy', (diagnosis->>'needs_person')::bool, diagnosis
       FROM ruvector_healing.issues
      WHERE table_oid = tbl::oid
      ORDER BY status = 'open' DESC, priority DESC, issue_id
@@ -194,6 +203,10 @@ CREATE TABLE ruvector_healing.index_policies (
     pin_lists   bool NOT NULL DEFAULT false, -- a rebuild keeps the IVFFlat lists as they are
     thresholds  jsonb NOT NULL DEFAULT '{}', -- overrides of the detection thresholds
     updated_at  timestamptz NOT NULL DEFAULT now(),
+    -- How far the worker may change build options by itself (NULL: the
+    -- setting ruvector.dag_healing_allow_option_changes).
+    allow_option_changes text
+                CHECK (allow_option_changes IN ('none', 'up_to_defaults', 'any')),
     PRIMARY KEY (scope, schema_name, object_name)
 );
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.index_policies', '');
@@ -216,7 +229,8 @@ SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.observations', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.observations_observation_id_seq', '');
 
 CREATE FUNCTION ruvector_healing.set_policy(
-    p_scope text, sch text, nm text, p_excluded bool, p_strategy text, p_pin_lists bool, p_thresholds jsonb)
+    p_scope text, sch text, nm text, p_excluded bool, p_strategy text, p_pin_lists bool, p_thresholds jsonb,
+    p_allow_option_changes text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     k text; result jsonb;
@@ -243,15 +257,22 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
+    IF p_allow_option_changes IS NOT NULL AND p_allow_option_changes NOT IN ('none', 'up_to_defaults', 'any') THEN
+        RAISE EXCEPTION 'unknown allow_option_changes "%"', p_allow_option_changes
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'none, up_to_defaults (m <= 16, ef_construction <= 64) or any';
+    END IF;
     PERFORM ruvector_healing.require_maintain(p_scope, sch, nm);
     INSERT INTO ruvector_healing.index_policies AS p
-           (scope, schema_name, object_name, excluded, strategy, pin_lists, thresholds)
+           (scope, schema_name, object_name, excluded, strategy, pin_lists, thresholds, allow_option_changes)
     VALUES (p_scope, sch, nm, coalesce(p_excluded, false), coalesce(p_strategy, 'auto'),
-            coalesce(p_pin_lists, false), coalesce(p_thresholds, '{}'))
+            coalesce(p_pin_lists, false), coalesce(p_thresholds, '{}'), p_allow_option_changes)
     ON CONFLICT (scope, schema_name, object_name) DO UPDATE
        SET excluded = coalesce(p_excluded, p.excluded), strategy = coalesce(p_strategy, p.strategy),
            pin_lists = coalesce(p_pin_lists, p.pin_lists),
-           thresholds = coalesce(p_thresholds, p.thresholds), updated_at = now()
+           thresholds = coalesce(p_thresholds, p.thresholds),
+           allow_option_changes = coalesce(p_allow_option_changes, p.allow_option_changes),
+           updated_at = now()
     RETURNING to_jsonb(p) INTO result;
     RETURN result;
 END
@@ -261,7 +282,7 @@ $$;
 -- the current value.
 CREATE FUNCTION ruvector_dag_set_index_policy(
     idx regclass, excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
-    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL)
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL, allow_option_changes text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     sch text; nm text; am text;
@@ -277,14 +298,14 @@ BEGIN
         RAISE EXCEPTION '"%" is not a pgvector hnsw or ivfflat index', idx
             USING ERRCODE = 'wrong_object_type', HINT = 'policies apply to pgvector indexes';
     END IF;
-    RETURN ruvector_healing.set_policy('index', sch, nm, excluded, strategy, pin_lists, thresholds);
+    RETURN ruvector_healing.set_policy('index', sch, nm, excluded, strategy, pin_lists, thresholds, allow_option_changes);
 END
 $$;
 
 -- The same for every pgvector index of a table.
 CREATE FUNCTION ruvector_dag_set_table_policy(
     tbl regclass, excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
-    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL)
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL, allow_option_changes text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     sch text; nm text; kind "char";
@@ -295,30 +316,30 @@ BEGIN
         RAISE EXCEPTION '"%" is not a table', coalesce(tbl::text, 'NULL')
             USING ERRCODE = 'wrong_object_type', HINT = 'pass the table that holds the vectors';
     END IF;
-    RETURN ruvector_healing.set_policy('table', sch, nm, excluded, strategy, pin_lists, thresholds);
+    RETURN ruvector_healing.set_policy('table', sch, nm, excluded, strategy, pin_lists, thresholds, allow_option_changes);
 END
 $$;
 
 -- The same for every pgvector index of a schema.
 CREATE FUNCTION ruvector_dag_set_schema_policy(
     schema_name name, excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
-    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL)
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL, allow_option_changes text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     IF schema_name IS NULL OR NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = schema_name) THEN
         RAISE EXCEPTION 'schema "%" does not exist', coalesce(schema_name::text, 'NULL')
             USING ERRCODE = 'invalid_schema_name', HINT = 'pass an existing schema''s name';
     END IF;
-    RETURN ruvector_healing.set_policy('schema', schema_name, '', excluded, strategy, pin_lists, thresholds);
+    RETURN ruvector_healing.set_policy('schema', schema_name, '', excluded, strategy, pin_lists, thresholds, allow_option_changes);
 END
 $$;
 
 -- The same for every pgvector index of the database.
 CREATE FUNCTION ruvector_dag_set_database_policy(
     excluded bool DEFAULT NULL, strategy text DEFAULT NULL,
-    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL)
+    pin_lists bool DEFAULT NULL, thresholds jsonb DEFAULT NULL, allow_option_changes text DEFAULT NULL)
 RETURNS jsonb LANGUAGE sql VOLATILE AS $$
-    SELECT ruvector_healing.set_policy('database', '', '', excluded, strategy, pin_lists, thresholds)
+    SELECT ruvector_healing.set_policy('database', '', '', excluded, strategy, pin_lists, thresholds, allow_option_changes)
 $$;
 
 -- Removes a policy: scope 'index' or 'table' with schema and name,

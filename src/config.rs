@@ -29,6 +29,19 @@ pub static RECALL_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static RECALL_SAMPLE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static TEST_PAUSE_AT: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(None);
+/// `ruvector.dag_healing_allow_option_changes` (see `diagnose::options::Allowance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, pgrx::PostgresGucEnum)]
+pub enum AllowOptionChanges {
+    #[name = c"none"]
+    None,
+    #[name = c"up_to_defaults"]
+    UpToDefaults,
+    #[name = c"any"]
+    Any,
+}
+
+pub static ALLOW_OPTION_CHANGES: GucSetting<AllowOptionChanges> =
+    GucSetting::<AllowOptionChanges>::new(AllowOptionChanges::UpToDefaults);
 pub static TUNING_SCOPE: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"database"));
 
@@ -38,6 +51,16 @@ pub fn maintenance_window() -> String {
         .get()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// `ruvector.dag_healing_allow_option_changes` as text.
+pub fn allow_option_changes() -> String {
+    match ALLOW_OPTION_CHANGES.get() {
+        AllowOptionChanges::None => "none",
+        AllowOptionChanges::UpToDefaults => "up_to_defaults",
+        AllowOptionChanges::Any => "any",
+    }
+    .to_string()
 }
 
 /// `ruvector.dag_healing_tuning_scope` as text.
@@ -185,6 +208,14 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_enum_guc(
+        c"ruvector.dag_healing_allow_option_changes",
+        c"How far repairs may change build options by themselves: none, up_to_defaults or any.",
+        c"up_to_defaults: m up to 16 and ef_construction up to 64 (pgvector's defaults); beyond, the diagnosis recommends and waits for a request.",
+        &ALLOW_OPTION_CHANGES,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_bool_guc(
         c"ruvector.dag_healing_auto_repair",
         c"Lets the background cycle request repairs of the issues it finds.",
@@ -251,6 +282,7 @@ pub struct HealingConfig {
     pub max_attempts: i32,
     pub backup_retention_min: i32,
     pub tuning_scope: String,
+    pub allow_option_changes: String,
     pub auto_repair: bool,
     pub maintenance_window: String,
     pub recall_interval_s: i32,
@@ -274,6 +306,7 @@ impl HealingConfig {
             max_attempts: MAX_ATTEMPTS.get(),
             backup_retention_min: BACKUP_RETENTION_MIN.get(),
             tuning_scope: tuning_scope(),
+            allow_option_changes: allow_option_changes(),
             auto_repair: AUTO_REPAIR.get(),
             maintenance_window: maintenance_window(),
             recall_interval_s: RECALL_INTERVAL_S.get(),

@@ -18,6 +18,7 @@ pub mod recall;
 pub mod release;
 pub mod repair;
 pub mod sql;
+pub mod upgrade;
 
 ::pgrx::pg_module_magic!();
 

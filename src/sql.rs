@@ -34,3 +34,37 @@ pub fn get_three<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum, C: FromDatu
             .get_three::<A, B, C>()
     })
 }
+
+/// Runs `f` in a subtransaction: an ERROR inside rolls back only what `f`
+/// did (a trial's temporary table and index, say) and comes back as the
+/// error's message, as a PL/pgSQL `EXCEPTION` block would.
+pub fn subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    use pgrx::pg_sys;
+    use pgrx::pg_sys::panic::CaughtError;
+    let mut f = Some(f);
+    unsafe {
+        let cx = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        let r = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+            Ok((f.take().expect("runs once"))())
+        }))
+        .catch_others(|e| {
+            Err(match &e {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+                    r.message().to_string()
+                }
+                CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            })
+        })
+        .execute();
+        if r.is_ok() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(cx);
+        pg_sys::CurrentResourceOwner = owner;
+        r
+    }
+}

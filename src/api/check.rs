@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::args::{oid_of, Regclass};
 use crate::detect::index_health::Thresholds;
-use crate::detect::record::{inspect_table, record};
+use crate::detect::record::{inspect_table, leaves, record};
 use crate::inspect::relation::raise;
 
 fn check_table(table: pg_sys::Oid) -> (String, char) {
@@ -47,6 +47,8 @@ fn ruvector_dag_health_check(tbl: Option<Regclass>) -> JsonB {
     }
     let thresholds = Thresholds::default();
     let (reports, found) = inspect_table(table, |_| Some(thresholds.clone()));
+    let mut flat = Vec::new();
+    reports.iter().for_each(|r| leaves(r, &mut flat));
     let mut issues = Vec::new();
     let mut kept: Vec<i64> = Vec::new();
     for (index, i) in &found {
@@ -59,9 +61,36 @@ fn ruvector_dag_health_check(tbl: Option<Regclass>) -> JsonB {
             &i.details,
         );
         kept.push(id);
+        // Each issue with its cause and the repair that addresses it.
+        let report = flat
+            .iter()
+            .find(|r| r["index"].as_str() == Some(index.as_str()));
+        let oid = crate::sql::get_one::<pgrx::pg_sys::Oid>(
+            "SELECT $1::regclass::oid",
+            &[index.as_str().into()],
+        )
+        .ok()
+        .flatten();
+        let diagnosis = match (report, oid) {
+            (Some(report), Some(oid)) => {
+                let p = crate::healing::policy::policy(oid);
+                crate::healing::diagnosis::ensure(
+                    id,
+                    oid,
+                    i.kind,
+                    report,
+                    &thresholds,
+                    p.allowance(),
+                    p.pin_lists,
+                    None,
+                )
+            }
+            _ => serde_json::Value::Null,
+        };
         issues.push(json!({
             "issue_id": id, "index": index, "kind": i.kind.name(),
             "severity": i.severity.name(), "priority": i.priority, "details": i.details,
+            "cause": diagnosis["cause"], "repair": diagnosis["remedy"], "reason": diagnosis["reason"],
         }));
     }
     let resolved = Spi::get_one_with_args::<i64>(

@@ -5,16 +5,18 @@
 use std::time::Instant;
 
 use pgrx::prelude::*;
-use pgrx::spi::Spi;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
 use super::args::{oid_of, Regclass};
 use crate::inspect::metrics::r6;
 use crate::inspect::relation::{raise, Am};
-use crate::recall::measure::{iterative_setting, mean, prepare, score, setting_name, Prepared};
-use crate::recall::scan::{self, LocalSettings, RowFetcher};
-use crate::recall::stats::{tune, wilson95, CurvePoint};
+use crate::recall::measure::{
+    check_arguments, iterative_setting, mean, prepare, record_tuning, score, setting_name,
+    tune_index, Prepared, Tuning,
+};
+use crate::recall::scan::{self, RowFetcher};
+use crate::recall::stats::wilson95;
 
 fn ms(x: f64) -> Value {
     json!(r6(x))
@@ -141,19 +143,19 @@ fn ruvector_dag_tune_search(
             "for example 0.95; the default is ruvector.dag_healing_target_recall",
         );
     };
-    let Prepared {
-        t,
-        ty,
-        metric,
-        range,
-        open,
-        g,
-        k,
-    } = prepare(oid_of(index), sample_size, k, "ruvector_dag_tune_search");
+    // The argument checks of `prepare`, in its order, before the index is
+    // resolved for its setting's name.
+    check_arguments(k, sample_size);
+    let t = crate::recall::measure::target(oid_of(index), "ruvector_dag_tune_search").0;
     let name = setting_name(t.am);
     let current = scan::setting(name);
-    if g.sample.tids.is_empty() {
-        open.close();
+    let Some(tuning) = tune_index(
+        t.oid,
+        target_recall,
+        k,
+        sample_size,
+        "ruvector_dag_tune_search",
+    ) else {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             &format!(
@@ -162,25 +164,17 @@ fn ruvector_dag_tune_search(
             ),
             "tune after the table has data",
         );
-    }
-    let (lo, hi) = range;
-    let mut fetch = RowFetcher::new(&open, ty);
-    let tuned = {
-        let local = LocalSettings::new();
-        tune(lo, hi, target_recall, |value| {
-            local.set(name, &value.to_string());
-            let ann = scan::ann(&open, &g.sample.raw, k);
-            let per_query = score(&g, &mut fetch, metric, k, &ann);
-            CurvePoint {
-                value,
-                recall: r6(mean(&per_query)),
-                mean_query_ms: r6(ann.elapsed_ms / per_query.len().max(1) as f64),
-            }
-        })
-        // `local` drops here: the caller's setting is back.
     };
-    drop(fetch);
-    open.close();
+    let Tuning {
+        t,
+        tuned,
+        range,
+        sample,
+        rows,
+        k,
+        exact_ms,
+    } = &tuning;
+    let (lo, hi) = *range;
     let best_point = tuned
         .best
         .and_then(|b| tuned.curve.iter().find(|p| p.value == b).copied());
@@ -200,39 +194,15 @@ fn ruvector_dag_tune_search(
         "evaluations": tuned.curve.len(),
         "curve": curve,
         "k": k,
-        "sample_size": g.sample.tids.len(),
-        "rows": g.sample.population,
+        "sample_size": sample,
+        "rows": rows,
         "advice": if reachable { Value::Null } else { json!(advice(t.am)) },
-        "exact_ms": ms(g.exact_ms),
+        "exact_ms": ms(*exact_ms),
         "total_ms": ms(total.elapsed().as_secs_f64() * 1000.0),
         "applied": false,
     });
-    let id = Spi::get_one_with_args::<i64>(
-        "INSERT INTO ruvector_healing.search_settings
-                (index_oid, index_name, setting, value, target_recall, measured_recall,
-                 reachable, k, sample_size, curve, schema_name, relname, table_oid)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, n.nspname, c.relname, x.indrelid
-           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-           JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
-          WHERE c.oid = $1
-         RETURNING setting_id",
-        &[
-            t.oid.into(),
-            t.name.clone().into(),
-            name.into(),
-            tuned.best.map(|b| b as i32).into(),
-            target_recall.into(),
-            best_point
-                .map(|p| p.recall)
-                .unwrap_or_else(|| tuned.curve.iter().map(|p| p.recall).fold(0.0, f64::max))
-                .into(),
-            reachable.into(),
-            (k as i32).into(),
-            (g.sample.tids.len() as i32).into(),
-            JsonB(curve).into(),
-        ],
-    );
+    let id = record_tuning(&tuning, target_recall);
     let mut report = report;
-    report["setting_id"] = json!(id.ok().flatten());
+    report["setting_id"] = json!(id);
     JsonB(report)
 }

@@ -13,16 +13,21 @@ use pgrx::prelude::*;
 use pgrx::{pg_sys, JsonB};
 
 use super::args::{oid_of, Regclass};
+use crate::diagnose::options::BuildOptions;
 use crate::inspect::relation::raise;
 use crate::repair::plan;
 use crate::repair::request::{self, invalid, request};
 
-#[pg_extern(volatile, security_definer)]
+/// `ruvector_dag_repair_index`. Named `repair_index` in Rust so that its C
+/// symbol differs from 0.1.0's three-argument one (kept as a stub in
+/// `crate::upgrade`).
+#[pg_extern(name = "ruvector_dag_repair_index", volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn ruvector_dag_repair_index(
+fn repair_index(
     index: Option<Regclass>,
     strategy: default!(Option<&str>, "'auto'"),
     dry_run: default!(Option<bool>, false),
+    options: default!(Option<JsonB>, "NULL"),
 ) -> i64 {
     crate::release::require_current();
     let Some(dry_run) = dry_run else {
@@ -34,7 +39,15 @@ fn ruvector_dag_repair_index(
             &format!("strategies are {}", plan::STRATEGY_NAMES.join(", ")),
         );
     }
-    request(oid_of(index), strategy, dry_run, None, None)
+    let options = options.map(|o| {
+        serde_json::from_value::<BuildOptions>(o.0.clone()).unwrap_or_else(|e| {
+            invalid(
+                &format!("options must be a JSON object of m, ef_construction or lists: {e}"),
+                "for example options => '{\"m\": 16, \"ef_construction\": 64}' (HNSW) or '{\"lists\": 200}' (IVFFlat)",
+            )
+        })
+    });
+    request(oid_of(index), strategy, dry_run, None, None, options)
 }
 
 #[pg_extern(volatile, security_definer)]
@@ -93,7 +106,7 @@ fn ruvector_dag_repair(tbl: Option<Regclass>, issue_id: Option<i64>) -> i64 {
             "an invalid index is a failed or running CREATE INDEX CONCURRENTLY: drop it, or REINDEX INDEX CONCURRENTLY it",
         );
     }
-    request(Some(index), Some("auto"), false, Some(issue), None)
+    request(Some(index), Some("auto"), false, Some(issue), None, None)
 }
 
 #[pg_extern(volatile, security_definer)]

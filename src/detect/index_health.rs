@@ -282,9 +282,10 @@ mod tests {
         assert_eq!(is.len(), 2);
         assert_eq!(is[0].kind, IssueKind::Fragmentation);
         assert_eq!(is[0].severity, Severity::Critical);
-        assert_eq!(is[0].priority, 85);
+        // Critical band 75..100, placed by the fragmentation level.
+        assert_eq!(is[0].priority, 96);
         assert_eq!(is[1].kind, IssueKind::UnreachableElements);
-        assert_eq!(is[1].priority, 90);
+        assert_eq!(is[1].priority, 100);
         // Exactly at the threshold is not an issue (the rule is strict).
         let at = map(json!({"connectivity_score": 0.8, "fragmentation": 0.5}));
         assert!(hnsw_issues(&at, &Thresholds::default()).is_empty());
@@ -295,11 +296,11 @@ mod tests {
         let t = Thresholds::default();
         let many_and_large = map(json!({"unreachable": 3000, "unreachable_ratio": 0.15}));
         let is = hnsw_issues(&many_and_large, &t);
-        assert_eq!(is[0].priority, 90);
+        assert_eq!(is[0].priority, 100);
         assert_eq!(is[0].severity, Severity::Critical);
         let medium = map(json!({"unreachable": 150, "unreachable_ratio": 0.02}));
         assert_eq!(hnsw_issues(&medium, &t)[0].severity, Severity::Medium);
-        assert_eq!(hnsw_issues(&medium, &t)[0].priority, 90);
+        assert_eq!(hnsw_issues(&medium, &t)[0].priority, 29);
         // A fresh large graph: many, but a small share.
         let fresh = map(json!({"unreachable": 1321, "unreachable_ratio": 0.0066}));
         assert!(hnsw_issues(&fresh, &t).is_empty());
@@ -317,7 +318,7 @@ mod tests {
         let is = ivfflat_issues(&m, &t);
         assert_eq!(is.len(), 1);
         assert_eq!(is[0].kind, IssueKind::UnbalancedClusters);
-        assert_eq!(is[0].priority, 50);
+        assert_eq!(is[0].priority, 37);
         let ok = map(json!({"lists": 100, "tuples": 1000, "cluster_balance": 0.4,
                             "centroid_drift": 0.1}));
         assert!(ivfflat_issues(&ok, &t).is_empty());

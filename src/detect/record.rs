@@ -176,3 +176,11 @@ pub(crate) fn record(
         ),
     }
 }
+
+/// Health reports of leaf indexes (a partitioned index reports partitions).
+pub fn leaves(report: &Value, out: &mut Vec<Value>) {
+    match report.get("partitions").and_then(Value::as_array) {
+        Some(parts) => parts.iter().for_each(|p| leaves(p, out)),
+        None => out.push(report.clone()),
+    }
+}

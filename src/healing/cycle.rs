@@ -22,11 +22,13 @@ use pgrx::{pg_sys, JsonB};
 use serde_json::{json, Map, Value};
 
 use super::anomaly::{self, Bad};
+use super::diagnosis;
 use super::policy::policy;
 use super::state::{self, now_ms, SlotState};
 use super::window;
 use crate::config;
-use crate::detect::record::{inspect_table, record};
+use crate::detect::record::{inspect_table, leaves, record};
+use crate::inspect::relation::Am;
 use crate::repair::exec::{in_transaction, Deadline, StepError};
 
 fn tx<R>(f: impl FnOnce() -> R) -> Result<R, StepError> {
@@ -249,31 +251,44 @@ fn recall_due(schema: &str, index: &str) -> bool {
     .unwrap_or(true)
 }
 
-/// Recall@10 and mean index-scan latency of a probe on the index.
-fn probe(index: pg_sys::Oid) -> Option<(f64, f64)> {
-    let sql = format!(
-        "SELECT {}.ruvector_dag_recall_estimate($1::oid::regclass, $2, 10)",
-        crate::repair::catalog::ext_schema()
-    );
-    let r = crate::sql::get_one::<JsonB>(
-        &sql,
-        &[index.into(), config::RECALL_SAMPLE_SIZE.get().into()],
-    )
-    .ok()
-    .flatten()?
-    .0;
-    Some((r["recall"].as_f64()?, r["ann_mean_query_ms"].as_f64()?))
-}
-
-/// Health reports of leaf indexes (a partitioned index reports partitions).
-fn leaves(report: &Value, out: &mut Vec<Value>) {
-    match report.get("partitions").and_then(Value::as_array) {
-        Some(parts) => parts.iter().for_each(|p| leaves(p, out)),
-        None => out.push(report.clone()),
+/// The low-recall issue of a production-recall measurement, if the rule
+/// fires (the interval's upper bound under the target).
+fn low_recall_issue(o: &crate::diagnose::cause::Outcome) -> Option<(String, u32, Value)> {
+    use crate::diagnose::{priority, IssueKind, Severity};
+    let target = config::TARGET_RECALL.get();
+    if !diagnosis::low_recall(o, target) {
+        return None;
     }
+    let shortfall = target - o.recall.recall;
+    let severity = if shortfall > 0.25 {
+        Severity::Critical
+    } else if shortfall > 0.1 {
+        Severity::High
+    } else {
+        Severity::Medium
+    };
+    Some((
+        severity.name().to_string(),
+        priority(IssueKind::LowRecall, severity, shortfall),
+        json!({"recall": o.recall.recall, "recall_ci95": [o.ci.0, o.ci.1], "queries": o.recall.queries,
+               "setting": o.setting, "value": o.value, "target_recall": target,
+               "rule": "the 95 % interval of recall@10 at the production setting is below ruvector.dag_healing_target_recall"}),
+    ))
 }
 
-/// Inspects, observes and records the issues of one table's indexes.
+/// One monitored index in a cycle: its report, policy and what the probe
+/// measured.
+struct Seen {
+    oid: pg_sys::Oid,
+    name: String,
+    report: Value,
+    policy: crate::healing::policy::Policy,
+    outcome: Option<crate::diagnose::cause::Outcome>,
+    probed: bool,
+}
+
+/// Inspects, observes, records and diagnoses the issues of one table's
+/// indexes.
 fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &mut Outcome) {
     let sensitivity = config::ANOMALY_SENSITIVITY.get();
     let threshold = config::THRESHOLD.get();
@@ -299,6 +314,7 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
         .collect();
     let mut flat = Vec::new();
     reports.iter().for_each(|r| leaves(r, &mut flat));
+    let mut seen: Vec<Seen> = Vec::new();
     for (oid, schema, name, _, am) in indexes {
         let qualified = format!("{}.{}", quote(schema), quote(name));
         let Some(report) = flat.iter().find(|r| {
@@ -312,6 +328,7 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
             continue;
         }
         out.indexes += 1;
+        let index_name = report["index"].as_str().unwrap_or(name).to_string();
         let mut metrics = Map::new();
         for (m, _) in watched(am) {
             if let Some(v) = report.get(*m).and_then(Value::as_f64) {
@@ -322,30 +339,44 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
             .iter()
             .filter_map(|(m, b)| metrics.get(*m).and_then(Value::as_f64).map(|v| (*m, v, *b)))
             .collect();
-        let probed = if recall_due(schema, name) {
+        let am_kind = if am == "hnsw" { Am::Hnsw } else { Am::IvfFlat };
+        let due = recall_due(schema, name);
+        let probed = if due {
             step(
                 unsafe { pg_sys::MyDatabaseId }.to_u32(),
                 &format!("recall probe of {qualified}"),
             );
-            probe(*oid)
+            diagnosis::probe(*oid, am_kind, config::RECALL_SAMPLE_SIZE.get())
         } else {
             None
         };
-        if let Some((recall, ms)) = probed {
-            current.push(("recall", recall, Bad::Low));
-            current.push(("probe_ms", ms, Bad::High));
+        if let Some((o, ms)) = &probed {
+            current.push(("recall", o.recall.recall, Bad::Low));
+            current.push(("probe_ms", *ms, Bad::High));
+            metrics.insert(
+                "recall_setting".into(),
+                json!({"name": o.setting, "value": o.value}),
+            );
+            if let Some((severity, priority, details)) = low_recall_issue(o) {
+                found.push((
+                    index_name.clone(),
+                    "low_recall".into(),
+                    severity,
+                    priority,
+                    details,
+                ));
+            }
         }
         for (metric, value, bad) in current {
             let past = history(schema, name, metric);
             if let Some(a) = anomaly::detect(&past, value, bad, sensitivity, threshold) {
-                let priority = match a.severity {
-                    crate::diagnose::Severity::Critical => 100,
-                    crate::diagnose::Severity::High => 80,
-                    crate::diagnose::Severity::Medium => 50,
-                    crate::diagnose::Severity::Low => 20,
-                };
+                let priority = crate::diagnose::priority(
+                    crate::diagnose::IssueKind::Fragmentation,
+                    a.severity,
+                    0.5,
+                );
                 found.push((
-                    report["index"].as_str().unwrap_or(name).to_string(),
+                    index_name.clone(),
                     format!("anomaly_{metric}"),
                     a.severity.name().to_string(),
                     priority,
@@ -364,11 +395,23 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
                     name.clone().into(),
                     table.into(),
                     JsonB(Value::Object(metrics)).into(),
-                    probed.map(|p| p.0).into(),
-                    probed.map(|p| p.1).into(),
+                    probed.as_ref().map(|p| p.0.recall.recall).into(),
+                    probed.as_ref().map(|p| p.1).into(),
                 ],
             );
         }
+        seen.push(Seen {
+            oid: *oid,
+            name: index_name,
+            report: report.clone(),
+            policy: policies
+                .iter()
+                .find(|(o, _)| o == oid)
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default(),
+            outcome: probed.map(|p| p.0),
+            probed: due,
+        });
     }
     if standby {
         // Read-only: count what was found, record nothing.
@@ -393,6 +436,41 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
             // may read the table.
             notify(json!({"event": "issue", "issue_id": id, "kind": kind,
                           "severity": severity, "priority": priority}));
+        }
+        // Diagnose (reusing a fresh diagnosis): the cause decides the repair.
+        let Some(s) = seen.iter().find(|s| &s.name == index) else {
+            continue;
+        };
+        let Some(k) = crate::diagnose::IssueKind::parse(kind) else {
+            continue; // anomalies: evidence, not a cause
+        };
+        step(
+            unsafe { pg_sys::MyDatabaseId }.to_u32(),
+            &format!("diagnosing {kind} of {index}"),
+        );
+        let d = diagnosis::ensure(
+            id,
+            s.oid,
+            k,
+            &s.report,
+            &s.policy.thresholds(),
+            s.policy.allowance(),
+            s.policy.pin_lists,
+            s.outcome.clone(),
+        );
+        if let (true, Some(cause)) = (first, d["cause"].as_str()) {
+            notify(json!({"event": "diagnosis", "issue_id": id, "cause": cause,
+                          "repair": d["remedy"]["strategy"], "needs_person": d["needs_person"]}));
+        }
+    }
+    // A low-recall issue stays open until a probe measures again.
+    for s in seen.iter().filter(|s| !s.probed) {
+        if let Ok(Some(id)) = crate::sql::get_one::<i64>(
+            "SELECT issue_id FROM ruvector_healing.issues
+              WHERE index_oid = $1 AND kind = 'low_recall' AND status = 'open'",
+            &[s.oid.into()],
+        ) {
+            kept.push(id);
         }
     }
     out.open_issues += kept.len() as u32;
@@ -454,15 +532,19 @@ fn repairs_allowed(standby: bool) -> Result<(), String> {
 /// cooldown, and issues that used up their attempts (the repair worker
 /// would refuse them: this keeps the history free of a refusal per cycle).
 /// A repair a crash rolled back is retried at the next cycle.
-fn candidates() -> Vec<(pg_sys::Oid, i64, String, String)> {
+fn candidates() -> Vec<(pg_sys::Oid, i64, String, String, String)> {
     Spi::connect(|c| {
         c.select(
-            "SELECT DISTINCT ON (i.table_oid) i.index_oid, i.issue_id, n.nspname::text, cl.relname::text
+            "SELECT DISTINCT ON (i.table_oid) i.index_oid, i.issue_id, n.nspname::text, cl.relname::text,
+                    i.diagnosis->'remedy'->>'strategy'
                FROM ruvector_healing.issues i
                JOIN pg_class cl ON cl.oid = i.index_oid
                JOIN pg_namespace n ON n.oid = cl.relnamespace
                JOIN pg_index x ON x.indexrelid = i.index_oid AND x.indisvalid
               WHERE i.status = 'open' AND i.kind NOT LIKE 'anomaly\\_%' AND i.kind <> 'invalid_index'
+                -- only what the diagnosis calls for, and not left to a person
+                AND i.diagnosis->'remedy'->>'strategy' IN ('vacuum', 'rebuild', 'setting')
+                AND NOT coalesce((i.diagnosis->>'needs_person')::bool, false)
                 AND NOT EXISTS (
                       SELECT 1 FROM ruvector_healing.repairs r
                        WHERE r.table_oid = i.table_oid AND r.relname = cl.relname AND NOT r.dry_run
@@ -485,6 +567,7 @@ fn candidates() -> Vec<(pg_sys::Oid, i64, String, String)> {
                     r.get::<i64>(2).ok()??,
                     r.get::<String>(3).ok()??,
                     r.get::<String>(4).ok()??,
+                    r.get::<String>(5).ok()??,
                 ))
             })
             .collect()
@@ -493,21 +576,35 @@ fn candidates() -> Vec<(pg_sys::Oid, i64, String, String)> {
     })
 }
 
+/// What the policy lets the cycle request for a diagnosed remedy: `auto`
+/// follows the diagnosis; a strategy name allows only that strategy; a
+/// search-setting cause changes database settings only where the policy
+/// says `tune_search` (the worker never changes them by itself).
+pub fn allowed(policy_strategy: &str, remedy: &str) -> Option<&'static str> {
+    match (policy_strategy, remedy) {
+        ("auto", "vacuum") | ("vacuum", "vacuum") => Some("auto"),
+        ("auto", "rebuild") | ("rebuild", "rebuild") => Some("auto"),
+        ("tune_search", "setting") => Some("tune_search"),
+        _ => None,
+    }
+}
+
 fn request_repairs(db: u32) {
     let list = tx(candidates).unwrap_or_default();
-    for (index, issue, schema, name) in list {
+    for (index, issue, schema, name, remedy) in list {
         let p = tx(|| policy(index)).unwrap_or_default();
-        if p.excluded || p.strategy == "none" {
+        let Some(strategy) = allowed(&p.strategy, &remedy).filter(|_| !p.excluded) else {
             continue;
-        }
+        };
         step(db, &format!("requesting a repair of {schema}.{name}"));
         let r = tx(|| {
             crate::repair::request::request(
                 Some(index),
-                Some(&p.strategy),
+                Some(strategy),
                 false,
                 Some(issue),
                 Some("background cycle"),
+                None,
             )
         });
         match r {

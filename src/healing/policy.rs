@@ -6,6 +6,7 @@ use pgrx::{pg_sys, JsonB};
 use serde_json::Value;
 
 use crate::detect::index_health::Thresholds;
+use crate::diagnose::options::Allowance;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -14,6 +15,8 @@ pub struct Policy {
     pub strategy: String,
     pub pin_lists: bool,
     pub thresholds: Value,
+    /// `None`: `ruvector.dag_healing_allow_option_changes`.
+    pub allow_option_changes: Option<String>,
 }
 
 impl Default for Policy {
@@ -23,6 +26,7 @@ impl Default for Policy {
             strategy: "auto".into(),
             pin_lists: false,
             thresholds: Value::Object(Default::default()),
+            allow_option_changes: None,
         }
     }
 }
@@ -31,6 +35,15 @@ impl Policy {
     /// The detection thresholds with this policy's overrides.
     pub fn thresholds(&self) -> Thresholds {
         Thresholds::default().with_overrides(&self.thresholds)
+    }
+
+    /// How far the worker may change this index's build options.
+    pub fn allowance(&self) -> Allowance {
+        let s = self
+            .allow_option_changes
+            .clone()
+            .unwrap_or_else(crate::config::allow_option_changes);
+        Allowance::parse(&s).unwrap_or(Allowance::UpToDefaults)
     }
 }
 
@@ -46,7 +59,7 @@ pub fn policy(index: pg_sys::Oid) -> Policy {
                               JOIN pg_index x ON x.indexrelid = c.oid
                               JOIN pg_class t ON t.oid = x.indrelid
                              WHERE c.oid = $1)
-                 SELECT p.excluded, p.strategy, p.pin_lists, p.thresholds
+                 SELECT p.excluded, p.strategy, p.pin_lists, p.thresholds, p.allow_option_changes
                    FROM ruvector_healing.index_policies p, i
                   WHERE (p.scope = 'index' AND p.schema_name = i.sch AND p.object_name = i.idx)
                      OR (p.scope = 'table' AND p.schema_name = i.sch AND p.object_name = i.tbl)
@@ -64,6 +77,7 @@ pub fn policy(index: pg_sys::Oid) -> Policy {
             strategy: r.get::<String>(2).ok()??,
             pin_lists: r.get::<bool>(3).ok()??,
             thresholds: r.get::<JsonB>(4).ok()??.0,
+            allow_option_changes: r.get::<String>(5).ok()?,
         })
     })
     .unwrap_or_default()

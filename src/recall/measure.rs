@@ -89,18 +89,7 @@ pub struct Prepared {
 }
 
 pub fn prepare(index: Option<pg_sys::Oid>, sample_size: i32, k: i32, function: &str) -> Prepared {
-    check_range(
-        "k",
-        k,
-        MAX_K,
-        "recall@k is measured for 1 <= k <= 1000; the usual value is the LIMIT of your queries",
-    );
-    check_range(
-        "sample_size",
-        sample_size,
-        MAX_SAMPLE,
-        "100 sampled queries give a 95 % interval of about ±0.05; the exact pass costs sample_size × rows distances",
-    );
+    check_arguments(k, sample_size);
     let (t, ty, metric, range) = target(index, function);
     let open = OpenIndex::open(&t);
     let g = ground(&open, &t, ty, metric, sample_size as usize, k as usize);
@@ -113,6 +102,22 @@ pub fn prepare(index: Option<pg_sys::Oid>, sample_size: i32, k: i32, function: &
         g,
         k: k as usize,
     }
+}
+
+/// Checks `k` and `sample_size` (the errors every recall function gives).
+pub fn check_arguments(k: i32, sample_size: i32) {
+    check_range(
+        "k",
+        k,
+        MAX_K,
+        "recall@k is measured for 1 <= k <= 1000; the usual value is the LIMIT of your queries",
+    );
+    check_range(
+        "sample_size",
+        sample_size,
+        MAX_SAMPLE,
+        "100 sampled queries give a 95 % interval of about ±0.05; the exact pass costs sample_size × rows distances",
+    );
 }
 
 /// The search setting that governs an index's scans.
@@ -282,4 +287,153 @@ pub fn paired_recall(
         old_value: old_value.or_else(|| scan::setting(name)),
         new_value: new_value.or_else(|| scan::setting(name)),
     })
+}
+
+/// Per-query recall@k of one index at a setting value (`None`: the
+/// session's), on `sample_size` rows of its own table as queries; and the
+/// mean time of one index scan, in ms.
+pub fn per_query_at(
+    index: pg_sys::Oid,
+    value: Option<i32>,
+    sample_size: i32,
+    k: i32,
+) -> (Vec<f64>, f64) {
+    let Prepared {
+        t,
+        ty,
+        metric,
+        open,
+        g,
+        k,
+        ..
+    } = prepare(Some(index), sample_size, k, "the recall measurement");
+    if g.sample.tids.is_empty() {
+        open.close();
+        return (Vec::new(), 0.0);
+    }
+    let local = LocalSettings::new();
+    if let Some(v) = value {
+        local.set(setting_name(t.am), &v.to_string());
+    }
+    let ann = scan::ann(&open, &g.sample.raw, k);
+    let mut fetch = RowFetcher::new(&open, ty);
+    let per_query = score(&g, &mut fetch, metric, k, &ann);
+    drop(fetch);
+    drop(local);
+    open.close();
+    let ms = ann.elapsed_ms / per_query.len().max(1) as f64;
+    (per_query, ms)
+}
+
+/// Mean and standard error of per-query recall.
+pub fn summary(per_query: &[f64]) -> crate::diagnose::cause::Recall {
+    let n = per_query.len();
+    let m = mean(per_query);
+    let var = if n > 1 {
+        per_query.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64
+    } else {
+        0.0
+    };
+    crate::diagnose::cause::Recall {
+        recall: r6(m),
+        se: r6((var / n.max(1) as f64).sqrt()),
+        queries: n,
+    }
+}
+
+/// The tuning search on one index: the smallest setting in range whose
+/// recall@k on the sample reaches `target`, and the curve it measured.
+pub struct Tuning {
+    pub t: IndexTarget,
+    pub tuned: super::stats::Tuned,
+    pub range: (u32, u32),
+    pub sample: usize,
+    pub rows: u64,
+    pub k: usize,
+    pub exact_ms: f64,
+}
+
+pub fn tune_index(
+    index: pg_sys::Oid,
+    target: f64,
+    k: i32,
+    sample_size: i32,
+    function: &str,
+) -> Option<Tuning> {
+    let Prepared {
+        t,
+        ty,
+        metric,
+        range,
+        open,
+        g,
+        k,
+    } = prepare(Some(index), sample_size, k, function);
+    if g.sample.tids.is_empty() {
+        open.close();
+        return None;
+    }
+    let name = setting_name(t.am);
+    let (lo, hi) = range;
+    let mut fetch = RowFetcher::new(&open, ty);
+    let tuned = {
+        let local = LocalSettings::new();
+        super::stats::tune(lo, hi, target, |value| {
+            local.set(name, &value.to_string());
+            let ann = scan::ann(&open, &g.sample.raw, k);
+            let per_query = score(&g, &mut fetch, metric, k, &ann);
+            super::stats::CurvePoint {
+                value,
+                recall: r6(mean(&per_query)),
+                mean_query_ms: r6(ann.elapsed_ms / per_query.len().max(1) as f64),
+            }
+        })
+    };
+    drop(fetch);
+    open.close();
+    Some(Tuning {
+        t,
+        tuned,
+        range,
+        sample: g.sample.tids.len(),
+        rows: g.sample.population,
+        k,
+        exact_ms: g.exact_ms,
+    })
+}
+
+/// Records a tuning result in `ruvector_healing.search_settings` (nobody's
+/// setting changes); returns its id.
+pub fn record_tuning(t: &Tuning, target: f64) -> Option<i64> {
+    use pgrx::JsonB;
+    let best = t
+        .tuned
+        .best
+        .and_then(|b| t.tuned.curve.iter().find(|p| p.value == b))
+        .map(|p| p.recall)
+        .unwrap_or_else(|| t.tuned.curve.iter().map(|p| p.recall).fold(0.0, f64::max));
+    pgrx::spi::Spi::get_one_with_args::<i64>(
+        "INSERT INTO ruvector_healing.search_settings
+                (index_oid, index_name, setting, value, target_recall, measured_recall,
+                 reachable, k, sample_size, curve, schema_name, relname, table_oid)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, n.nspname, c.relname, x.indrelid
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
+          WHERE c.oid = $1
+         RETURNING setting_id",
+        &[
+            t.t.oid.into(),
+            t.t.name.clone().into(),
+            setting_name(t.t.am).into(),
+            t.tuned.best.map(|b| b as i32).into(),
+            target.into(),
+            best.into(),
+            t.tuned.best.is_some().into(),
+            (t.k as i32).into(),
+            (t.sample as i32).into(),
+            JsonB(serde_json::to_value(&t.tuned.curve).unwrap_or_default()).into(),
+        ],
+    )
+    .ok()
+    .flatten()
 }

@@ -68,11 +68,12 @@ pub(crate) fn guards(
         ));
     }
     if row.strategy == Strategy::Rebuild {
-        let needed = plan::disk_needed(facts.bytes.max(0) as u64);
+        // The size the new options need (raising m grows every element).
+        let needed = plan::disk_needed(estimated_bytes(row, facts));
         match catalog::free_bytes(facts.tablespace_oid) {
             Some(free) if free < needed => {
                 return Err(format!(
-                    "not enough free disk on the index's tablespace: {free} bytes free, {needed} needed (twice the index)"
+                    "not enough free disk on the index's tablespace: {free} bytes free, {needed} needed (twice the new index)"
                 ))
             }
             None => return Err("cannot read the free space of the index's tablespace".into()),
@@ -134,4 +135,12 @@ pub(crate) fn recent(row: &RepairRow) -> Recent {
         outcomes,
         issue_attempts,
     }
+}
+
+/// The size the rebuilt index is expected to need: the request's estimate
+/// for its options, else the index's size.
+pub(crate) fn estimated_bytes(row: &RepairRow, facts: &IndexFacts) -> u64 {
+    row.plan["preview"]["estimated_bytes"]
+        .as_u64()
+        .unwrap_or(facts.bytes.max(0) as u64)
 }

@@ -236,3 +236,36 @@ pub fn build_rates() -> Vec<f64> {
         .unwrap_or_default()
     })
 }
+
+/// Earlier repairs of the index named `schema.relname` (across rebuilds and
+/// new OIDs) made for a diagnosed cause, newest first: what futility
+/// checks against. A repair interrupted by a crash (`rolled_back` by
+/// recovery) says nothing about whether it would have worked.
+pub fn attempts(schema: &str, relname: &str) -> Vec<crate::diagnose::futility::Attempt> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT repair_id, plan->>'cause', strategy, coalesce(plan->'options', '{}'),
+                    coalesce((plan->>'rows')::int8, 0), status = 'done'
+               FROM ruvector_healing.repairs
+              WHERE schema_name = $1 AND relname = $2 AND NOT dry_run
+                AND plan ? 'cause' AND status IN ('done', 'failed')
+              ORDER BY repair_id DESC LIMIT 50",
+            None,
+            &[schema.into(), relname.into()],
+        )
+        .map(|rows| {
+            rows.filter_map(|r| {
+                Some(crate::diagnose::futility::Attempt {
+                    repair_id: r.get::<i64>(1).ok()??,
+                    cause: r.get::<String>(2).ok()??,
+                    strategy: r.get::<String>(3).ok()??,
+                    options: serde_json::from_value(r.get::<JsonB>(4).ok()??.0).unwrap_or_default(),
+                    rows: r.get::<i64>(5).ok()??,
+                    fixed: r.get::<bool>(6).ok()??,
+                })
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+    })
+}

@@ -14,34 +14,9 @@ use super::journal::{self, RepairRow};
 use super::plan::{self, Status};
 use super::settings::RepairSettings;
 use super::step::*;
+use crate::diagnose::options::BuildOptions;
+use crate::diagnose::IssueKind;
 use crate::inspect::relation::Am;
-
-/// The search setting to measure each index at: the requester's value, and
-/// for an IVFFlat index whose `lists` changed, the probes that scan as many
-/// entries per query.
-pub(crate) fn search_values(
-    am: Am,
-    s: &RepairSettings,
-    lists: Option<(i32, i32)>,
-    scan_cost: (f64, f64),
-) -> (Option<String>, Option<String>) {
-    match am {
-        Am::Hnsw => {
-            let v = s.ef_search.map(|v| v.to_string());
-            (v.clone(), v)
-        }
-        Am::IvfFlat => {
-            let p = s.probes.unwrap_or(1);
-            let new = match lists {
-                Some((old, new)) => {
-                    plan::equivalent_probes(p, (old, scan_cost.0), (new, scan_cost.1))
-                }
-                None => p,
-            };
-            (Some(p.to_string()), Some(new.to_string()))
-        }
-    }
-}
 
 pub(crate) fn rebuild(
     row: &RepairRow,
@@ -53,13 +28,18 @@ pub(crate) fn rebuild(
     let am = f.access_method().unwrap_or(Am::Hnsw);
     let shadow = plan::shadow_name(&f.relname, id);
     let backup = plan::backup_name(&f.relname, id);
+    // At most one kept backup per index: each is maintained by every
+    // write, so an earlier repair's backup goes before this one builds.
+    retire_earlier_backups(f, id);
     activity("measuring the index before the rebuild");
     // 1. Plan: definition from the catalog, lists from the row count.
     let (sql, lists) = flatten(in_transaction(deadline, || {
         if let Some(why) = f.unsafe_to_rebuild() {
             return Err(StepError::new(why));
         }
-        let (def, planned) = rebuilt_definition(f, am);
+        let options: Option<BuildOptions> =
+            serde_json::from_value(row.plan["options"].clone()).ok();
+        let (def, planned) = rebuilt_definition(f, am, options.as_ref());
         let lists = planned.map(|(old, new, _)| (old, new));
         let sql = def.create_concurrently(&shadow).map_err(StepError::new)?;
         let (before, issues) = health(f.oid);
@@ -113,19 +93,19 @@ pub(crate) fn rebuild(
         .map(|j| j.0)
         .unwrap_or_default();
         let old_issues = issue_names(&before["issues"]);
-        let cost = |h: &Value| h["scan_cost_factor"].as_f64().unwrap_or(1.0);
-        let (old_value, new_value) =
-            search_values(am, s, lists, (cost(&before["health"]), cost(&after)));
+        // Both indexes at the production setting: what the database's
+        // sessions will run the new index at.
+        let (_, value) = crate::healing::diagnosis::production_setting(am);
         let paired = crate::recall::measure::paired_recall(
             f.oid,
             new_oid,
-            old_value,
-            new_value,
+            Some(value.to_string()),
+            Some(value.to_string()),
             VALIDATION_SAMPLE,
             VALIDATION_K,
         );
         let tolerance = plan::recall_tolerance(paired.as_ref().map_or(0.0, |p| p.diff_se));
-        let verdict = plan::validate(
+        let mut verdict = plan::validate(
             valid,
             &old_issues,
             &new_issues,
@@ -134,10 +114,36 @@ pub(crate) fn rebuild(
             tolerance,
             s.min_recall,
         );
+        // The issue the repair was for must be gone or clearly reduced.
+        if let Some(kind) = row.plan["issue_kind"].as_str().and_then(IssueKind::parse) {
+            let t = crate::healing::policy::policy(f.oid).thresholds();
+            if let Some(why) = plan::not_fixed(
+                kind,
+                &before["health"],
+                &after,
+                &t,
+                paired.as_ref().map(|p| p.old),
+                paired.as_ref().map(|p| p.new),
+                s.target_recall,
+                tolerance,
+            ) {
+                verdict.passed = false;
+                verdict.reasons.push(format!("did not fix {}: {why}", kind.name()));
+            }
+        }
+        // New lists: the probes production would need for the old recall.
+        let probes_for_same_recall = match (lists, &paired) {
+            (Some((old, new)), Some(p)) if old != new && am == Am::IvfFlat => {
+                crate::recall::measure::tune_index(new_oid, p.old, VALIDATION_K, VALIDATION_SAMPLE, "the repair validation")
+                    .map(|t| json!({"value": t.tuned.best, "for_recall": p.old}))
+            }
+            _ => None,
+        };
         journal::merge(
             id,
             "after",
-            json!({"health": after, "issues": new_issues, "recall": paired, "recall_tolerance": tolerance, "validation": verdict}),
+            json!({"health": after, "issues": new_issues, "recall": paired, "recall_tolerance": tolerance,
+                   "validation": verdict, "probes_for_same_recall": probes_for_same_recall}),
         );
         if let Some(p) = &paired {
             journal::merge(
@@ -206,28 +212,93 @@ pub const VALIDATION_K: i32 = 10;
 /// pauses: about 16 s in all).
 pub(crate) const SWAP_ATTEMPTS: u32 = 5;
 
-/// The definition a rebuild creates: the original's, with IVFFlat `lists`
-/// recomputed from the row count unless a policy pins it; and
-/// `(old lists, new lists, rows)` when recomputed.
+/// The definition a rebuild creates: the original's, with the build
+/// `options` the diagnosis (or a person) chose; IVFFlat `lists` otherwise
+/// recomputed from the row count unless a policy pins it. Returns
+/// `(old lists, new lists, rows)` when `lists` was decided here.
 pub(crate) fn rebuilt_definition(
     f: &IndexFacts,
     am: Am,
+    options: Option<&BuildOptions>,
 ) -> (plan::Definition, Option<(i32, i32, i64)>) {
     let mut def = f.definition.clone();
-    if am != Am::IvfFlat || crate::healing::policy::policy(f.oid).pin_lists {
+    if let Some(o) = options {
+        for (k, v) in o.storage() {
+            def.set_option(k, &v);
+        }
+    }
+    let old = def
+        .option("lists")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    if am != Am::IvfFlat || options.is_some_and(|o| o.lists.is_some()) {
+        let chosen = options.and_then(|o| o.lists).map(|l| {
+            let from = f
+                .definition
+                .option("lists")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100);
+            (from, l as i32, -1)
+        });
+        return (def, chosen);
+    }
+    if crate::healing::policy::policy(f.oid).pin_lists {
         return (def, None);
     }
     let rows = catalog::row_count(&f.table);
     let new = plan::ivfflat_lists(rows);
     // pgvector's default when the index was built without the option.
-    let old = def
-        .option("lists")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
     if new != old {
         def.set_option("lists", &new.to_string());
     }
     (def, Some((old, new, rows)))
+}
+
+/// Drops the backups earlier repairs of this index (by name) still keep,
+/// and journals it on each.
+fn retire_earlier_backups(f: &IndexFacts, id: i64) {
+    let kept: Vec<(i64, pg_sys::Oid)> = tx(|| {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT repair_id, (backup->>'oid')::int8 FROM ruvector_healing.repairs
+                  WHERE table_oid = $1 AND relname = $2 AND repair_id <> $3 AND strategy = 'rebuild'
+                    AND coalesce((backup->>'kept')::bool, false)",
+                None,
+                &[f.table_oid.into(), f.relname.clone().into(), id.into()],
+            )
+            .map(|rows| {
+                rows.filter_map(|r| {
+                    Some((
+                        r.get::<i64>(1).ok()??,
+                        pg_sys::Oid::from(r.get::<i64>(2).ok()?? as u32),
+                    ))
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+        })
+    })
+    .unwrap_or_default();
+    for (earlier, oid) in kept {
+        activity(&format!(
+            "dropping the backup repair {earlier} kept (DROP INDEX CONCURRENTLY)"
+        ));
+        let what = match ddl::drop(oid, f.table_oid, &f.relname, earlier, || {}) {
+            Dropped::Dropped => "dropped_at",
+            Dropped::Gone => "gone_at",
+            Dropped::Failed(e) => {
+                let _ = tx(|| journal::step(earlier, "drop_failed", json!({"error": e})));
+                continue;
+            }
+        };
+        let _ = tx(|| {
+            journal::merge(
+                earlier,
+                "backup",
+                json!({"kept": false, what: now_json(), "note": format!("replaced by the backup of repair {id}: one kept backup per index")}),
+            )
+        });
+    }
 }
 
 /// Comment and statistics targets of the original, onto the shadow.

@@ -17,6 +17,10 @@ use super::plan::{self, Strategy};
 use super::settings::{parse_scope, RepairSettings, Scope};
 use super::worker::{launch, Mode};
 use super::{counters, journal};
+use crate::diagnose::futility;
+use crate::diagnose::options::BuildOptions;
+use crate::diagnose::IssueKind;
+use crate::healing::policy::policy;
 use crate::inspect::relation::{raise, resolve, Am};
 
 /// Refuses unless the role asking may maintain the table: PostgreSQL's
@@ -71,74 +75,163 @@ pub fn requester() -> String {
     }
 }
 
-/// Open issues of an index (kind, priority), most urgent first, found by
-/// the last health check; else found now.
-fn issues_of(index: pg_sys::Oid) -> Vec<(crate::diagnose::IssueKind, u32, Option<i64>)> {
-    let recorded: Vec<(crate::diagnose::IssueKind, u32, Option<i64>)> = Spi::connect(|c| {
-        c.select(
-            "SELECT kind, priority, issue_id FROM ruvector_healing.issues
-              WHERE index_oid = $1 AND status = 'open' ORDER BY priority DESC",
-            None,
-            &[index.into()],
-        )
-        .map(|rows| {
-            rows.filter_map(|r| {
-                Some((
-                    crate::diagnose::IssueKind::parse(&r.get::<String>(1).ok()??)
-                        .filter(|k| *k != crate::diagnose::IssueKind::InvalidIndex)?,
-                    r.get::<i32>(2).ok()?? as u32,
-                    r.get::<i64>(3).ok()?,
-                ))
+/// Open issues of an index that a repair may address (`(id, kind)`, most
+/// urgent first); when the index has none recorded, the detection rules
+/// run now and record what they find.
+fn open_issues(f: &IndexFacts, am: Am) -> Vec<(i64, IssueKind)> {
+    let read = || -> Vec<(i64, IssueKind)> {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT issue_id, kind FROM ruvector_healing.issues
+                  WHERE index_oid = $1 AND status = 'open' ORDER BY priority DESC, issue_id",
+                None,
+                &[f.oid.into()],
+            )
+            .map(|rows| {
+                rows.filter_map(|r| {
+                    Some((
+                        r.get::<i64>(1).ok()??,
+                        IssueKind::parse(&r.get::<String>(2).ok()??)
+                            .filter(|k| *k != IssueKind::InvalidIndex)?,
+                    ))
+                })
+                .collect()
             })
-            .collect()
+            .unwrap_or_default()
         })
-        .unwrap_or_default()
-    });
+    };
+    let recorded = read();
     if !recorded.is_empty() {
         return recorded;
     }
-    let t = resolve(Some(index));
-    let h = crate::inspect::report::health_value(&t);
+    let h = crate::inspect::report::health_value(&resolve(Some(f.oid)));
     let mut found = Vec::new();
-    crate::detect::record::issues_of(
-        &h,
-        t.am,
-        &crate::detect::index_health::Thresholds::default(),
-        &mut found,
-    );
-    found
-        .into_iter()
-        .map(|(_, i)| (i.kind, i.priority, None))
-        .collect()
+    crate::detect::record::issues_of(&h, am, &policy(f.oid).thresholds(), &mut found);
+    for (name, i) in &found {
+        crate::detect::record::record(
+            name,
+            f.table_oid,
+            i.kind.name(),
+            i.severity.name(),
+            i.priority,
+            &i.details,
+        );
+    }
+    read()
 }
 
-/// The strategy for `issue` (when given) or for the index's most urgent
-/// open issue.
-fn choose_auto(f: &IndexFacts, am: Am, issue: Option<i64>) -> (Strategy, Option<i64>, Value) {
-    let issues = issues_of(f.oid);
+/// What `auto` repairs: the issue (given, or the index's most urgent open
+/// one), its diagnosis (made now unless a fresh one is recorded), and the
+/// repair that addresses its cause. Refused, with the diagnosis's advice,
+/// when the cause calls for no repair the worker may run.
+struct Choice {
+    strategy: Strategy,
+    options: Option<BuildOptions>,
+    issue_id: i64,
+    kind: IssueKind,
+    cause: String,
+    diagnosis: Value,
+}
+
+fn choose_auto(f: &IndexFacts, am: Am, issue: Option<i64>) -> Choice {
+    let issues = open_issues(f, am);
     let picked = match issue {
-        Some(id) => issues.iter().find(|(_, _, i)| *i == Some(id)).copied(),
+        Some(id) => issues.iter().find(|(i, _)| *i == id).copied(),
         None => issues.first().copied(),
     };
-    let Some((kind, _, issue_id)) = picked else {
+    let Some((issue_id, kind)) = picked else {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             &format!("index \"{}\" has no detected issue: nothing to repair", f.qualified),
             "strategy => 'auto' repairs a detected issue; pass strategy => 'rebuild' (or 'vacuum', 'tune_search') to repair anyway",
         );
     };
-    let (dead, live) = catalog::tuple_stats(f.table_oid);
-    let facts = plan::Facts {
-        dead_tuples: dead,
-        live_rows: live,
-    };
-    let s = plan::choose(kind, am, facts);
-    (
-        s,
+    let p = policy(f.oid);
+    let report = crate::inspect::report::health_value(&resolve(Some(f.oid)));
+    let d = crate::healing::diagnosis::ensure(
         issue_id,
-        json!({"issue": kind.name(), "dead_tuples": dead, "live_rows": live,
-               "rule": format!("{} of an {} index → {}", kind.name(), am.name(), s.name())}),
-    )
+        f.oid,
+        kind,
+        &report,
+        &p.thresholds(),
+        p.allowance(),
+        p.pin_lists,
+        None,
+    );
+    let cause = d["cause"].as_str().unwrap_or("undetermined").to_string();
+    let remedy = &d["remedy"];
+    let (strategy, options) = match remedy["strategy"].as_str() {
+        Some("vacuum") => (Strategy::Vacuum, None),
+        Some("rebuild") => (
+            Strategy::Rebuild,
+            serde_json::from_value::<BuildOptions>(remedy["options"].clone()).ok(),
+        ),
+        Some("setting") => raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            &format!(
+                "issue {issue_id} of \"{}\" is caused by the search setting, which no rebuild fixes: {}",
+                f.qualified,
+                d["reason"].as_str().unwrap_or("")
+            ),
+            &format!(
+                "SET {} = {} (or ALTER DATABASE ... SET it); ruvector_dag_detected_issues(table) shows the diagnosis",
+                remedy["setting"].as_str().unwrap_or(""),
+                remedy["value"]
+            ),
+        ),
+        _ => raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            &format!(
+                "issue {issue_id} of \"{}\" ({cause}) has no repair the worker may run: {}",
+                f.qualified,
+                d["reason"].as_str().unwrap_or("")
+            ),
+            remedy["advice"].as_str().unwrap_or(""),
+        ),
+    };
+    Choice {
+        strategy,
+        options,
+        issue_id,
+        kind,
+        cause,
+        diagnosis: d,
+    }
+}
+
+/// Refuses a repair that was tried for the same cause, with the same
+/// strategy and options, did not fix it, and nothing has changed since
+/// (the table within 20 % of its size then); the issue is marked as
+/// needing a person, with the advice, so that the worker stops trying.
+fn refuse_futile(f: &IndexFacts, c: &Choice, rows: i64) {
+    let history = journal::attempts(&f.schema, &f.relname);
+    let options = c.options.unwrap_or_default();
+    let Some(a) = futility::futile(&history, &c.cause, c.strategy.name(), &options, rows) else {
+        return;
+    };
+    let advice = format!(
+        "repair {} ({} for {}) did not fix this and the table has not changed since; a rebuild with other options (ruvector_dag_repair_index(index, 'rebuild', options => ...)), a different search setting, or a look at the data is needed",
+        a.repair_id, a.strategy, a.cause
+    );
+    let _ = Spi::run_with_args(
+        "UPDATE ruvector_healing.issues
+            SET diagnosis = diagnosis || jsonb_build_object('needs_person', true, 'futile', $2::jsonb,
+                            'remedy', jsonb_build_object('strategy', 'none', 'advice', $3::text))
+          WHERE issue_id = $1",
+        &[
+            c.issue_id.into(),
+            JsonB(json!(a)).into(),
+            advice.clone().into(),
+        ],
+    );
+    raise(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        &format!(
+            "a futile repair of \"{}\": repair {} tried the same for the same cause and did not fix it",
+            f.qualified, a.repair_id
+        ),
+        &advice,
+    );
 }
 
 /// Average duration of this index's past successful repairs by the same
@@ -159,13 +252,42 @@ fn estimated_ms(f: &IndexFacts, s: Strategy) -> Option<f64> {
     .flatten()
 }
 
+/// Bytes the rebuilt index will need: its size now, scaled for a change of
+/// HNSW `m` (every element stores `2 m` neighbours and more).
+fn estimated_bytes(f: &IndexFacts, options: Option<&BuildOptions>) -> u64 {
+    let bytes = f.bytes.max(0) as u64;
+    let Some(new_m) = options.and_then(|o| o.m) else {
+        return bytes;
+    };
+    let old_m = f
+        .definition
+        .option("m")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::diagnose::options::DEFAULT_M);
+    let dims = crate::sql::get_one::<i32>(
+        "SELECT atttypmod FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum = 1",
+        &[f.oid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(0)
+    .max(1) as u32;
+    crate::diagnose::options::hnsw_rebuilt_bytes(bytes, dims, old_m, new_m)
+}
+
 /// What the repair will do. Only a dry run counts the table's rows for
 /// IVFFlat `lists` (the worker counts again when it plans the build).
-fn preview(f: &IndexFacts, s: Strategy, am: Am, dry_run: bool) -> Value {
+fn preview(
+    f: &IndexFacts,
+    s: Strategy,
+    am: Am,
+    dry_run: bool,
+    options: Option<&BuildOptions>,
+) -> Value {
     match s {
         Strategy::Rebuild => {
-            let (def, lists) = if dry_run {
-                let (def, planned) = crate::repair::rebuild::rebuilt_definition(f, am);
+            let (def, lists) = if dry_run || options.is_some() {
+                let (def, planned) = crate::repair::rebuild::rebuilt_definition(f, am, options);
                 let lists = planned.map_or(
                     Value::Null,
                     |(old, new, rows)| json!({"old": old, "new": new, "rows": rows}),
@@ -180,17 +302,20 @@ fn preview(f: &IndexFacts, s: Strategy, am: Am, dry_run: bool) -> Value {
             )
             .ok()
             .flatten();
+            let bytes = estimated_bytes(f, options) as i64;
             json!({
                 "statement": def.create_concurrently("<new index>").ok(),
+                "options": options,
                 "lists": lists,
                 "index_bytes": f.bytes,
-                "disk_needed_bytes": plan::disk_needed(f.bytes.max(0) as u64),
+                "estimated_bytes": bytes,
+                "disk_needed_bytes": plan::disk_needed(bytes.max(0) as u64),
                 "disk_free_bytes": catalog::free_bytes(f.tablespace_oid),
                 "build_memory": {
-                    "estimate_bytes": f.bytes,
+                    "estimate_bytes": bytes,
                     "maintenance_work_mem_bytes": mem,
-                    "fits": mem.map(|m| m >= f.bytes),
-                    "note": "estimated as the index's size; a graph larger than maintenance_work_mem is built on disk, slower but not failed"
+                    "fits": mem.map(|m| m >= bytes),
+                    "note": "estimated as the new index's size; a graph larger than maintenance_work_mem is built on disk, slower but not failed"
                 },
             })
         }
@@ -199,14 +324,56 @@ fn preview(f: &IndexFacts, s: Strategy, am: Am, dry_run: bool) -> Value {
     }
 }
 
+/// Checks options a person passed: pgvector's ranges, and only the
+/// options of the index's access method.
+fn check_options(f: &IndexFacts, am: Am, o: &BuildOptions) {
+    let wrong = match am {
+        Am::Hnsw => o.lists.is_some(),
+        Am::IvfFlat => o.m.is_some() || o.ef_construction.is_some(),
+    };
+    if wrong {
+        invalid(
+            &format!(
+                "options {} do not apply to an {} index",
+                serde_json::to_string(o).unwrap_or_default(),
+                am.name()
+            ),
+            "HNSW takes m and ef_construction, IVFFlat takes lists",
+        );
+    }
+    let current = |k: &str, d: u16| {
+        f.definition
+            .option(k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let full = BuildOptions {
+        m: o.m.or(Some(current("m", 16))).filter(|_| am == Am::Hnsw),
+        ef_construction: o
+            .ef_construction
+            .or(Some(current("ef_construction", 64)))
+            .filter(|_| am == Am::Hnsw),
+        lists: o.lists,
+    };
+    if let Err(e) = full.check() {
+        invalid(
+            &e,
+            "for example options => '{\"m\": 16, \"ef_construction\": 64}'",
+        );
+    }
+}
+
 /// Plans, journals and starts a repair; `by` names the requester when it
-/// is not the current role (the background cycle).
+/// is not the current role (the background cycle). `options`: build
+/// options a person asked for (with strategy `rebuild`); with `auto` the
+/// diagnosis of the issue chooses strategy and options.
 pub(crate) fn request(
     index: Option<pg_sys::Oid>,
     strategy: Option<&str>,
     dry_run: bool,
     issue: Option<i64>,
     by: Option<&str>,
+    options: Option<BuildOptions>,
 ) -> i64 {
     require_preload();
     // Issues are found by OID below: after a restore they must name this
@@ -231,11 +398,51 @@ pub(crate) fn request(
             "pass strategy => 'auto' to let the detected issue choose",
         )
     });
-    let (strategy, issue_id, reason) = match (chosen, issue) {
-        (Some(s), _) => (s, issue, json!({"requested": s.name()})),
-        (None, _) => {
-            let (s, found, why) = choose_auto(&f, am, issue);
-            (s, issue.or(found), why)
+    let rows = catalog::tuple_stats(f.table_oid).1;
+    let (strategy, options, issue_id, cause, kind, reason) = match chosen {
+        Some(s) => {
+            if let Some(o) = &options {
+                if s != Strategy::Rebuild {
+                    invalid(
+                        "options apply to strategy => 'rebuild' only",
+                        "pass strategy => 'rebuild'",
+                    );
+                }
+                check_options(&f, am, o);
+            }
+            let kind = issue.and_then(|id| {
+                crate::sql::get_one::<String>(
+                    "SELECT kind FROM ruvector_healing.issues WHERE issue_id = $1",
+                    &[id.into()],
+                )
+                .ok()
+                .flatten()
+                .and_then(|k| IssueKind::parse(&k))
+            });
+            let why = json!({"requested": s.name(), "options": options});
+            (s, options, issue, "requested".to_string(), kind, why)
+        }
+        None => {
+            if options.is_some() {
+                invalid(
+                    "with strategy => 'auto' the diagnosis chooses the options",
+                    "pass strategy => 'rebuild' with options => ..., or leave options out",
+                );
+            }
+            let c = choose_auto(&f, am, issue);
+            if !dry_run {
+                refuse_futile(&f, &c, rows);
+            }
+            let why = json!({"issue": c.kind.name(), "issue_id": c.issue_id, "cause": c.cause,
+                             "reason": c.diagnosis["reason"], "remedy": c.diagnosis["remedy"]});
+            (
+                c.strategy,
+                c.options,
+                Some(c.issue_id),
+                c.cause,
+                Some(c.kind),
+                why,
+            )
         }
     };
     if let Err(e) = strategy.can_repair(am) {
@@ -300,8 +507,12 @@ pub(crate) fn request(
     let plan = json!({
         "settings": settings,
         "choice": reason,
+        "cause": cause,
+        "issue_kind": kind.map(|k| k.name()),
+        "options": options,
+        "rows": rows,
         "estimated_duration_ms": estimated_ms(&f, strategy),
-        "preview": preview(&f, strategy, am, dry_run),
+        "preview": preview(&f, strategy, am, dry_run, options.as_ref()),
         "reversible": strategy.reversible(),
     });
     let status = if dry_run { "dry_run" } else { "planned" };
@@ -375,7 +586,6 @@ fn repair_row(id: i64) -> (String, String, pg_sys::Oid, String) {
                 &[id.into()],
             )
             .ok()?
-            .into_iter()
             .next()?;
         Some((
             r.get::<String>(1).ok()??,

@@ -187,7 +187,7 @@ pub(crate) fn repair(id: i64) {
     let timeout_s = match row.strategy {
         Strategy::Rebuild => plan::repair_timeout_s(
             s.timeout_s,
-            facts.bytes.max(0) as u64,
+            super::guards::estimated_bytes(&row, &facts),
             tx(journal::build_rates).ok().and_then(plan::median_rate),
         ),
         _ => s.timeout_s,

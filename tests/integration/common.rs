@@ -591,6 +591,39 @@ pub fn random_rows(table: &str, rows: i64, dim: i32, lo: f64, span: f64) -> Stri
     )
 }
 
+/// Clustered, embedding-like rows: `rows` unit vectors of `dim` dimensions
+/// around topics `first .. first + topics` (centers drawn from a seeded
+/// Gaussian, so the same topic number is the same center in every call),
+/// topic sizes uneven (Zipf, exponent 0.8), each row its topic's center
+/// plus Gaussian noise of `spread` per coordinate, normalized; inserted
+/// topic by topic, as documents of one subject tend to arrive together.
+pub fn clustered_rows(
+    table: &str,
+    rows: i64,
+    dim: i32,
+    first: i32,
+    topics: i32,
+    spread: f64,
+) -> String {
+    format!(
+        "SELECT setseed(0.5);
+         CREATE TEMP TABLE IF NOT EXISTS rv_topics (t int PRIMARY KEY, c float8[]);
+         INSERT INTO rv_topics
+         SELECT t, (SELECT array_agg(sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random()) + 0 * d)
+                      FROM generate_series(1, {dim}) d WHERE t > 0)
+           FROM generate_series(1, {first} + {topics} - 1) t
+         ON CONFLICT (t) DO NOTHING;
+         INSERT INTO {table} (embedding)
+         SELECT l2_normalize((SELECT array_agg(tp.c[d] + {spread} * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random()))
+                                FROM generate_series(1, {dim}) d WHERE g > 0)::vector)
+           FROM (SELECT t, greatest(1, round({rows} * power(t - {first} + 1, -0.8)
+                          / (SELECT sum(power(s, -0.8)) FROM generate_series(1, {topics}) s)))::int AS n
+                   FROM generate_series({first}, {first} + {topics} - 1) t) sizes
+           JOIN rv_topics tp USING (t), generate_series(1, sizes.n) g
+          ORDER BY t, g"
+    )
+}
+
 /// Connects once the server accepts connections again (after a crash or
 /// a restart), within two minutes.
 pub fn wait_for_server(db: &str) -> Client {
@@ -720,4 +753,58 @@ pub fn as_server_user(program: &str, args: &[&str]) -> std::process::Output {
 extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+/// Mean recall@10 over the query rows `ids`, measured in SQL: exact top 10
+/// with index scans disabled against the index's top 10, both through
+/// `ORDER BY embedding <-> q LIMIT 10`. `setting` is applied for the index
+/// queries (for example `SET hnsw.ef_search = 100`).
+pub fn sql_recall(c: &mut Client, table: &str, ids: &[i64], setting: &str) -> f64 {
+    sql_recall_with(c, table, "<->", ids, setting)
+}
+
+/// The same with another distance operator (`<=>` for cosine indexes).
+pub fn sql_recall_with(c: &mut Client, table: &str, op: &str, ids: &[i64], setting: &str) -> f64 {
+    let q = format!(
+        "SELECT array_agg(id ORDER BY id) FROM (SELECT id FROM {table}
+           ORDER BY embedding {op} (SELECT embedding FROM {table} WHERE id = $1) LIMIT 10) s"
+    );
+    let mut total = 0.0;
+    for id in ids {
+        exec(c, "SET enable_indexscan = off; SET enable_bitmapscan = off");
+        let exact: Vec<i64> = c.query_one(&q, &[id]).unwrap().get(0);
+        exec(
+            c,
+            &format!("RESET enable_indexscan; RESET enable_bitmapscan; {setting}"),
+        );
+        let plan: Vec<String> = c
+            .query(
+                &format!("EXPLAIN (COSTS OFF) {}", q.replace("$1", &id.to_string())),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(
+            plan.iter().any(|l| l.contains("Index Scan")),
+            "the ANN query does not use the index:\n{}",
+            plan.join("\n")
+        );
+        let ann: Vec<i64> = c.query_one(&q, &[id]).unwrap().get(0);
+        let hit = ann.iter().filter(|x| exact.contains(x)).count();
+        total += hit as f64 / exact.len().max(1) as f64;
+    }
+    total / ids.len() as f64
+}
+
+pub fn sample_ids(c: &mut Client, table: &str, n: i64) -> Vec<i64> {
+    c.query(
+        &format!("SELECT id FROM {table} ORDER BY md5(id::text) LIMIT {n}"),
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
 }

@@ -12,6 +12,7 @@
 
 mod common;
 mod concurrency;
+mod diagnosis;
 mod errors;
 mod hnsw;
 mod ivfflat;

@@ -61,55 +61,6 @@ fn indexed_table(c: &mut Client, dim: i32, rows: i64, with: &str, using: &str) {
     );
 }
 
-/// Mean recall@10 over the query rows `ids`, measured in SQL: exact top 10
-/// with index scans disabled against the index's top 10, both through
-/// `ORDER BY embedding <-> q LIMIT 10`. `setting` is applied for the index
-/// queries (for example `SET hnsw.ef_search = 100`).
-fn sql_recall(c: &mut Client, table: &str, ids: &[i64], setting: &str) -> f64 {
-    let q = format!(
-        "SELECT array_agg(id ORDER BY id) FROM (SELECT id FROM {table}
-           ORDER BY embedding <-> (SELECT embedding FROM {table} WHERE id = $1) LIMIT 10) s"
-    );
-    let mut total = 0.0;
-    for id in ids {
-        exec(c, "SET enable_indexscan = off; SET enable_bitmapscan = off");
-        let exact: Vec<i64> = c.query_one(&q, &[id]).unwrap().get(0);
-        exec(
-            c,
-            &format!("RESET enable_indexscan; RESET enable_bitmapscan; {setting}"),
-        );
-        let plan: Vec<String> = c
-            .query(
-                &format!("EXPLAIN (COSTS OFF) {}", q.replace("$1", &id.to_string())),
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        assert!(
-            plan.iter().any(|l| l.contains("Index Scan")),
-            "the ANN query does not use the index:\n{}",
-            plan.join("\n")
-        );
-        let ann: Vec<i64> = c.query_one(&q, &[id]).unwrap().get(0);
-        let hit = ann.iter().filter(|x| exact.contains(x)).count();
-        total += hit as f64 / exact.len().max(1) as f64;
-    }
-    total / ids.len() as f64
-}
-
-fn sample_ids(c: &mut Client, table: &str, n: i64) -> Vec<i64> {
-    c.query(
-        &format!("SELECT id FROM {table} ORDER BY md5(id::text) LIMIT {n}"),
-        &[],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
-}
-
 #[test]
 fn degraded_hnsw_is_rebuilt() {
     let db = TestDb::new("rep_hnsw");

@@ -443,6 +443,19 @@ fn undetermined(e: &Evidence) -> Diagnosis {
     }
 }
 
+/// An invalid index: a failed or running concurrent build, for a person.
+pub fn diagnose_invalid() -> Diagnosis {
+    Diagnosis {
+        cause: Cause::Undetermined,
+        remedy: Remedy::None {
+            advice: "an invalid index is a failed or running CREATE INDEX CONCURRENTLY: drop it, or REINDEX INDEX CONCURRENTLY it".into(),
+        },
+        reason: "pg_index.indisvalid is false".into(),
+        impact: json!({"queries_served": 0}),
+        needs_person: true,
+    }
+}
+
 /// The diagnosis of one issue.
 pub fn diagnose(e: &Evidence) -> Diagnosis {
     match e.kind {
@@ -461,17 +474,7 @@ pub fn diagnose(e: &Evidence) -> Diagnosis {
                 "most element slots hold deleted or dead rows: deletes since the build".into(),
             )
         }
-        IssueKind::InvalidIndex => {
-            return Diagnosis {
-                cause: Cause::Undetermined,
-                remedy: Remedy::None {
-                    advice: "an invalid index is a failed or running CREATE INDEX CONCURRENTLY: drop it, or REINDEX INDEX CONCURRENTLY it".into(),
-                },
-                reason: "pg_index.indisvalid is false".into(),
-                impact: json!({"queries_served": 0}),
-                needs_person: true,
-            }
-        }
+        IssueKind::InvalidIndex => return diagnose_invalid(),
         _ => {}
     }
     if e.dead_share > e.max_dead_share {

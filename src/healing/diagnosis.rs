@@ -287,6 +287,13 @@ pub fn diagnose(
     pin_lists: bool,
     outcome_now: Option<Outcome>,
 ) -> (Diagnosis, Value) {
+    if kind == IssueKind::InvalidIndex {
+        // Nothing to measure: an invalid index cannot be opened for it.
+        let d = cause::diagnose_invalid();
+        let record = json!({"cause": d.cause, "reason": d.reason, "remedy": d.remedy,
+                            "impact": d.impact, "needs_person": d.needs_person});
+        return (d, record);
+    }
     let t = resolve(Some(index));
     let am = t.am;
     let num = |k: &str| report.get(k).and_then(Value::as_f64);
@@ -454,7 +461,14 @@ pub fn ensure(
     outcome_now: Option<Outcome>,
 ) -> Value {
     let (then, age) = recorded(issue_id);
-    let live = crate::repair::catalog::tuple_stats(resolve(Some(index)).table_oid).1;
+    let table = crate::sql::get_one::<pg_sys::Oid>(
+        "SELECT indrelid FROM pg_catalog.pg_index WHERE indexrelid = $1",
+        &[index.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(pg_sys::Oid::INVALID);
+    let live = crate::repair::catalog::tuple_stats(table).1;
     if fresh(&then, report, live, age) {
         return then;
     }

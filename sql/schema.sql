@@ -530,6 +530,9 @@ BEGIN
                                   'not_restored', 'pg_dump does not dump invalid indexes: the index kept for rollback was not restored')
                          ELSE backup END;
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    -- Write counts start again: the restored tables' statistics began
+    -- with the restore (the next cycle counts from its first look).
+    DELETE FROM ruvector_healing.index_writes;
     DELETE FROM ruvector_healing.origin;
     INSERT INTO ruvector_healing.origin (system_identifier, database_oid) VALUES (sysid, dboid);
     RETURN total;
@@ -622,3 +625,101 @@ CREATE POLICY visible ON ruvector_healing.index_policies FOR SELECT
 CREATE POLICY healer_writes ON ruvector_healing.index_policies TO ruvector_healer
     USING (ruvector_healing.policy_visible(scope, schema_name, object_name))
     WITH CHECK (ruvector_healing.policy_visible(scope, schema_name, object_name));
+
+-- ---------------------------------------------------------------- statistics
+-- The table's write counters (pg_stat_all_tables) when an index's count
+-- starts: at its build by a repair ('build'); when the extension first saw
+-- it ('first_seen': the build predates the extension, or another tool
+-- rebuilt it); after PostgreSQL's statistics were reset ('stats_reset').
+-- Kept by name; the view counts from here only while the OID matches.
+CREATE TABLE ruvector_healing.index_writes (
+    schema_name text NOT NULL,
+    relname     text NOT NULL,
+    index_oid   oid NOT NULL,
+    since       text NOT NULL CHECK (since IN ('build', 'first_seen', 'stats_reset')),
+    counted_at  timestamptz NOT NULL DEFAULT now(),
+    n_tup_ins   bigint NOT NULL,
+    n_tup_upd   bigint NOT NULL,
+    n_tup_del   bigint NOT NULL,
+    table_oid   oid NOT NULL,        -- whose readers may see the row
+    PRIMARY KEY (schema_name, relname)
+);
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.index_writes', '');
+ALTER TABLE ruvector_healing.index_writes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.index_writes FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+
+-- Starts (or restarts) the write count of an index.
+CREATE FUNCTION ruvector_healing.count_writes_from(idx oid, p_since text)
+RETURNS void LANGUAGE sql VOLATILE AS $$
+    INSERT INTO ruvector_healing.index_writes AS w
+           (schema_name, relname, index_oid, since, n_tup_ins, n_tup_upd, n_tup_del, table_oid)
+    SELECT n.nspname, c.relname, c.oid, p_since,
+           coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), coalesce(s.n_tup_del, 0), x.indrelid
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
+      LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = x.indrelid
+     WHERE c.oid = idx
+    ON CONFLICT (schema_name, relname) DO UPDATE
+       SET index_oid = EXCLUDED.index_oid, since = EXCLUDED.since, counted_at = now(),
+           n_tup_ins = EXCLUDED.n_tup_ins, n_tup_upd = EXCLUDED.n_tup_upd,
+           n_tup_del = EXCLUDED.n_tup_del, table_oid = EXCLUDED.table_oid
+$$;
+
+-- The cycle's part: starts the count of an index seen for the first time
+-- (or under a new OID), restarts it when the table's counters went back.
+CREATE FUNCTION ruvector_healing.keep_write_count(idx oid)
+RETURNS void LANGUAGE sql VOLATILE AS $$
+    SELECT ruvector_healing.count_writes_from(idx,
+               CASE WHEN w.index_oid IS DISTINCT FROM idx THEN 'first_seen' ELSE 'stats_reset' END)
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
+      LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = x.indrelid
+      LEFT JOIN ruvector_healing.index_writes w ON w.schema_name = n.nspname AND w.relname = c.relname
+     WHERE c.oid = idx
+       AND (w.index_oid IS DISTINCT FROM idx
+            OR coalesce(s.n_tup_ins, 0) < w.n_tup_ins OR coalesce(s.n_tup_upd, 0) < w.n_tup_upd
+            OR coalesce(s.n_tup_del, 0) < w.n_tup_del)
+$$;
+
+-- One health score, 0..100: recall at the production setting against the
+-- target first (70 points), the structure second (30 points). The
+-- structure's share is set by its worst figure against the detection
+-- threshold (unreachable share / 0.01, fragmentation / 0.5, missing
+-- connectivity / 0.2, list balance / 2.0, centroid drift / 0.5): at the
+-- threshold half of it is lost, at twice the threshold all of it. Without
+-- a recall measurement, the structure alone.
+CREATE FUNCTION ruvector_healing.health_score(metrics jsonb, recall float8)
+RETURNS int LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN metrics IS NULL AND recall IS NULL THEN NULL ELSE
+           round(100 * CASE WHEN recall IS NULL THEN structure
+                            ELSE 0.7 * least(1, recall / target) + 0.3 * structure END)::int END
+      FROM (SELECT coalesce(nullif(current_setting('ruvector.dag_healing_target_recall', true), '')::float8,
+                            0.95) AS target,
+                   1 - least(1, greatest(
+                       coalesce((metrics->>'unreachable_ratio')::float8 / 0.01, 0),
+                       coalesce((metrics->>'fragmentation')::float8 / 0.5, 0),
+                       coalesce((1 - (metrics->>'connectivity_score')::float8) / 0.2, 0),
+                       coalesce((metrics->>'cluster_balance')::float8 / 2.0, 0),
+                       coalesce((metrics->>'centroid_drift')::float8 / 0.5, 0)) / 2) AS structure) s
+$$;
+
+-- Whether repairs of an index are paused (the rule of `plan::breaker_open`,
+-- which the repair guard applies): its last `max_attempts` finished repairs
+-- failed or were rolled back, the newest within a day.
+CREATE FUNCTION ruvector_healing.circuit_breaker_open(tbl oid, nm text)
+RETURNS bool LANGUAGE sql STABLE AS $$
+    SELECT count(*) >= m.n AND bool_and(status IN ('failed', 'rolled_back'))
+           AND max(finished_at) > now() - interval '1 day'
+      FROM (SELECT coalesce(nullif(current_setting('ruvector.dag_healing_max_attempts', true), '')::int,
+                            3) AS n) m
+      LEFT JOIN LATERAL (SELECT status, finished_at FROM ruvector_healing.repairs
+                          WHERE table_oid = tbl AND relname = nm AND NOT dry_run
+                            AND status IN ('done', 'failed', 'rolled_back')
+                          ORDER BY finished_at DESC LIMIT m.n) r ON true
+     GROUP BY m.n
+$$;
+
+CREATE INDEX repairs_by_index ON ruvector_healing.repairs (schema_name, relname, repair_id);

@@ -6,4 +6,5 @@ pub mod check;
 pub mod health;
 pub mod recall;
 pub mod repair;
+pub mod stats;
 pub mod status;

@@ -111,6 +111,11 @@ fn healing() -> Value {
         "checks_performed": st.checks_performed,
         "issues_detected": st.issues_detected,
         "cycles": st.cycles,
+        "stats_reset": timestamp(&if st.stats_reset > 0 {
+            json!(st.stats_reset as f64 / 1000.0)
+        } else {
+            Value::Null
+        }),
         "last_check_time": timestamp(&if st.last_check_time > 0 {
             json!(st.last_check_time as f64 / 1000.0)
         } else {

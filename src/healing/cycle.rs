@@ -335,6 +335,17 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
                 metrics.insert((*m).to_string(), json!(v));
             }
         }
+        // Shown by the statistics view, not judged for anomalies.
+        for k in [
+            "list_size_p50",
+            "list_size_p90",
+            "list_size_p99",
+            "list_size_max",
+        ] {
+            if let Some(v) = report.get(k).filter(|v| v.is_number()) {
+                metrics.insert(k.to_string(), v.clone());
+            }
+        }
         let mut current: Vec<(&str, f64, Bad)> = watched(am)
             .iter()
             .filter_map(|(m, b)| metrics.get(*m).and_then(Value::as_f64).map(|v| (*m, v, *b)))
@@ -357,6 +368,7 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
                 "recall_setting".into(),
                 json!({"name": o.setting, "value": o.value}),
             );
+            metrics.insert("recall_ci95".into(), json!([o.ci.0, o.ci.1]));
             if let Some((severity, priority, details)) = low_recall_issue(o) {
                 found.push((
                     index_name.clone(),
@@ -385,6 +397,12 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
             }
         }
         if !standby {
+            // The write count of the statistics view starts here for an
+            // index the extension did not build.
+            let _ = Spi::run_with_args(
+                "SELECT ruvector_healing.keep_write_count($1)",
+                &[(*oid).into()],
+            );
             let _ = Spi::run_with_args(
                 "INSERT INTO ruvector_healing.observations
                         (index_oid, schema_name, index_name, table_oid, metrics, recall, probe_ms)

@@ -96,6 +96,8 @@ pub struct HealingState {
     pub issues_detected: u64,
     pub cycles: u64,
     pub last_check_time: i64,
+    /// When `ruvector_dag_stat_reset()` last zeroed the counters (0: never).
+    pub stats_reset: i64,
     pub slots: [DbSlot; MAX_DATABASES],
 }
 
@@ -110,6 +112,7 @@ impl Default for HealingState {
             issues_detected: 0,
             cycles: 0,
             last_check_time: 0,
+            stats_reset: 0,
             slots: [DbSlot::default(); MAX_DATABASES],
         }
     }
@@ -187,6 +190,24 @@ fn time(ms: i64) -> Value {
 /// (times in Unix seconds; the caller turns them into timestamps).
 pub fn snapshot() -> Option<HealingState> {
     crate::repair::counters::available().then(|| *STATE.share())
+}
+
+/// Zeroes the cumulative counters (checks, issues found, cycles, wake-ups,
+/// CPU time); states, times and due dates stay. Returns the reset time.
+pub fn reset_counters() -> i64 {
+    let now = now_ms();
+    let mut st = STATE.exclusive();
+    st.checks_performed = 0;
+    st.issues_detected = 0;
+    st.cycles = 0;
+    st.launcher_ticks = 0;
+    st.launcher_cpu_ms = 0;
+    st.stats_reset = now;
+    for s in st.slots.iter_mut() {
+        s.cycles = 0;
+        s.total_cpu_ms = 0;
+    }
+    now
 }
 
 pub fn slot_json(s: &DbSlot) -> Value {

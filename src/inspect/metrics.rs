@@ -266,6 +266,18 @@ pub fn centroid_drift(scan: &IvfScan) -> Option<f64> {
     (den > 0.0).then(|| num / den)
 }
 
+/// The `q` quantile of `values` (nearest rank: the smallest value with at
+/// least `q` of them at or below it); 0 for none.
+pub fn quantile(values: &[u64], q: f64) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let rank = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
 pub fn ivfflat_metrics(s: &IvfScan, metric: Metric, bytes: u64) -> Map<String, Value> {
     let meta = s.meta.as_ref().expect("walk sets meta");
     let sizes: Vec<u64> = s.lists.iter().map(|l| l.tuples).collect();
@@ -285,6 +297,15 @@ pub fn ivfflat_metrics(s: &IvfScan, metric: Metric, bytes: u64) -> Map<String, V
     put("list_size_max", json!(max));
     put("list_size_mean", json!(r6(mean)));
     put("list_size_stddev", json!(r6(sd)));
+    // The distribution of list sizes, as AlloyDB's pg_stat_ann_indexes
+    // shows it.
+    for (k, q) in [
+        ("list_size_p50", 0.5),
+        ("list_size_p90", 0.9),
+        ("list_size_p99", 0.99),
+    ] {
+        put(k, json!(quantile(&sizes, q)));
+    }
     put("cluster_balance", json!(r6(ratio(sd, mean, 0.0))));
     put(
         "scan_cost_factor",
@@ -324,6 +345,16 @@ pub fn ivfflat_metrics(s: &IvfScan, metric: Metric, bytes: u64) -> Map<String, V
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let v = [5, 1, 9, 3, 7];
+        assert_eq!(super::quantile(&v, 0.5), 5);
+        assert_eq!(super::quantile(&v, 0.9), 9);
+        assert_eq!(super::quantile(&v, 0.0), 1);
+        assert_eq!(super::quantile(&[], 0.5), 0);
+        assert_eq!(super::quantile(&(1..=100).collect::<Vec<u64>>(), 0.99), 99);
+    }
+
     use super::super::ivfflat::{tests::two_lists, tests::PlainDecoder, walk};
     use super::super::vectors::VectorType;
     use super::*;

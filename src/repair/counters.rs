@@ -83,6 +83,13 @@ pub fn to_json(c: &Counters) -> Value {
     })
 }
 
+/// Zeroes the repair counters (`ruvector_dag_stat_reset()`).
+pub fn reset() {
+    if available() {
+        *COUNTERS.exclusive() = Counters::default();
+    }
+}
+
 pub fn snapshot() -> Option<Counters> {
     available().then(|| *COUNTERS.share())
 }

@@ -398,6 +398,22 @@ pub fn median_rate(mut rates: Vec<f64>) -> Option<f64> {
     Some(rates[rates.len() / 2])
 }
 
+/// How far a build is, in percent, from `pg_stat_progress_create_index`:
+/// by tuples when the access method reports a total (and the count stays
+/// within it), else by the table blocks scanned.
+pub fn progress_percent(
+    blocks_done: Option<i64>,
+    blocks_total: Option<i64>,
+    tuples_done: Option<i64>,
+    tuples_total: Option<i64>,
+) -> Option<f64> {
+    let share = |d: Option<i64>, t: Option<i64>| match (d, t) {
+        (Some(d), Some(t)) if t > 0 && d >= 0 && d <= t => Some(100.0 * d as f64 / t as f64),
+        _ => None,
+    };
+    share(tuples_done, tuples_total).or_else(|| share(blocks_done, blocks_total))
+}
+
 /// Whether a repair fixed what it was for, by the kind: `None` when
 /// it did, else why not. `before` and `after` are the health reports of
 /// the old and new index; recalls are at the production setting.
@@ -484,6 +500,23 @@ pub fn breaker_open(recent: &[(Status, f64)], max_failures: usize, window_s: f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_by_tuples_then_blocks() {
+        assert_eq!(
+            progress_percent(Some(5), Some(10), Some(30), Some(120)),
+            Some(25.0)
+        );
+        assert_eq!(
+            progress_percent(Some(5), Some(10), Some(30), Some(0)),
+            Some(50.0)
+        );
+        assert_eq!(
+            progress_percent(Some(5), Some(10), Some(300), Some(120)),
+            Some(50.0)
+        );
+        assert_eq!(progress_percent(None, Some(0), None, None), None);
+    }
 
     #[test]
     fn lists_follow_pgvector_guidance() {

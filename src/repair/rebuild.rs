@@ -356,6 +356,12 @@ pub(crate) fn swap(
         json!({"index": backup, "oid": f.oid.to_u32(), "kept": keep,
                "keep_minutes": if keep { json!(s.backup_retention_min) } else { Value::Null }}),
     );
+    // The statistics view counts the table's writes from this build.
+    Spi::run_with_args(
+        "SELECT ruvector_healing.count_writes_from($1, 'build')",
+        &[new_oid.into()],
+    )
+    .map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ mod diagnosis;
 mod errors;
 mod hnsw;
 mod ivfflat;
+mod observability;
 mod partitioned;
 mod recall;
 mod repair;

@@ -80,7 +80,7 @@ fn expectations(repair: i64) -> Vec<(&'static str, String, Expect)> {
         ("ruvector_dag_in_transaction_block", "SELECT ruvector_dag_in_transaction_block()".into(), Runs),
         ("record_issue", "SELECT ruvector_healing.record_issue('a_idx', 'a'::regclass, 'x', 'low', 1, '{}')".into(), Refused("42501")),
         ("resolve_issues", "SELECT ruvector_healing.resolve_issues('a'::regclass, '{}', true)".into(), Refused("42501")),
-        ("set_policy", "SELECT ruvector_healing.set_policy('database', '', '', true, NULL, NULL, NULL)".into(), Refused("42501")),
+        ("set_policy", "SELECT ruvector_healing.set_policy('database', '', '', true, NULL, NULL, NULL, NULL)".into(), Refused("42501")),
         ("adopt_restored", "SELECT ruvector_healing.adopt_restored()".into(), Refused("42501")),
         ("repair_row", format!("SELECT ruvector_healing.repair_row(r) FROM ruvector_healing.repairs r WHERE repair_id = {r}"), NoRows),
         ("repair_active", "SELECT ruvector_healing.repair_active('planned')".into(), Runs),
@@ -90,6 +90,16 @@ fn expectations(repair: i64) -> Vec<(&'static str, String, Expect)> {
         ("policy_table", "SELECT ruvector_healing.policy_table('table', 'public', 'a')".into(), Runs),
         ("policy_visible", "SELECT ruvector_healing.policy_visible('table', 'public', 'a')".into(), Runs),
         ("require_maintain", "SELECT ruvector_healing.require_maintain('table', 'public', 'a')".into(), Refused("42501")),
+        ("ruvector_dag_stat_reset", "SELECT ruvector_dag_stat_reset()".into(), Refused("42501")),
+        ("ruvector_dag_metrics", "SELECT ruvector_dag_metrics() WHERE ruvector_dag_metrics() LIKE '%a_idx%'".into(), NoRows),
+        ("stat_indexes (view)", "SELECT * FROM ruvector_dag_stat_indexes".into(), NoRows),
+        ("repair_progress (view)", "SELECT * FROM ruvector_dag_repair_progress".into(), NoRows),
+        ("repair_progress", "SELECT * FROM ruvector_healing.repair_progress()".into(), NoRows),
+        ("next_cycle_at", "SELECT ruvector_healing.next_cycle_at()".into(), Runs),
+        ("health_score", "SELECT ruvector_healing.health_score('{}', 0.9)".into(), Runs),
+        ("circuit_breaker_open", "SELECT ruvector_healing.circuit_breaker_open('a'::regclass, 'a_idx')".into(), Runs),
+        ("count_writes_from", "SELECT ruvector_healing.count_writes_from('a_idx'::regclass, 'build')".into(), Refused("42501")),
+        ("keep_write_count", "SELECT ruvector_healing.keep_write_count('a_idx'::regclass)".into(), Refused("42501")),
     ]
 }
 

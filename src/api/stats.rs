@@ -1,0 +1,470 @@
+//! Observability: `ruvector_dag_metrics()` (the Prometheus text format, from
+//! the view `ruvector_dag_stat_indexes` and the shared-memory counters),
+//! `ruvector_dag_stat_reset()`, and the functions behind the views
+//! (`ruvector_healing.next_cycle_at()`, `ruvector_healing.repair_progress()`).
+
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+use pgrx::spi::Spi;
+use pgrx::{pg_sys, JsonB};
+use serde_json::{json, Value};
+
+use crate::prometheus::{render, Family};
+
+fn to_timestamp(unix_s: f64) -> Option<TimestampWithTimeZone> {
+    crate::sql::get_one::<TimestampWithTimeZone>("SELECT to_timestamp($1)", &[unix_s.into()])
+        .ok()
+        .flatten()
+}
+
+/// Resets the extension's cumulative counters (repairs by outcome, checks,
+/// cycles, issues detected) as `pg_stat_statements_reset()` does; history
+/// tables are never touched.
+#[pg_extern(volatile)]
+fn ruvector_dag_stat_reset() -> JsonB {
+    crate::release::require_current();
+    if crate::healing::state::snapshot().is_none() {
+        crate::inspect::relation::raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "the counters live in shared memory: ruvector_healing is not in shared_preload_libraries",
+            "add shared_preload_libraries = 'ruvector_healing' to postgresql.conf and restart the server",
+        );
+    }
+    crate::repair::counters::reset();
+    let at = crate::healing::state::reset_counters();
+    JsonB(
+        json!({"reset": true, "stats_reset": to_timestamp(at as f64 / 1000.0).map(|t| t.to_string()),
+                 "kept": "history, issues, observations and policies are tables, never reset"}),
+    )
+}
+
+/// One row of the statistics view, as the metrics need it.
+fn view_rows() -> Vec<Value> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT to_jsonb(s) FROM ruvector_dag_stat_indexes s ORDER BY schemaname, indexrelname",
+            None,
+            &[],
+        )
+        .map(|rows| {
+            rows.filter_map(|r| r.get::<JsonB>(1).ok().flatten().map(|j| j.0))
+                .collect()
+        })
+        .unwrap_or_default()
+    })
+}
+
+fn current_database() -> String {
+    crate::sql::get_one::<String>("SELECT current_database()::text", &[])
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Seconds since the epoch of a timestamp the view printed.
+fn epoch(v: &Value) -> Option<f64> {
+    let s = v.as_str()?;
+    crate::sql::get_one::<f64>(
+        "SELECT extract(epoch FROM $1::timestamptz)::float8",
+        &[s.into()],
+    )
+    .ok()
+    .flatten()
+}
+
+/// The Prometheus text exposition of this database's pgvector indexes
+/// (those the caller may see) and of the cluster-wide counters (labelled
+/// `scope="cluster"`: scrape them from one database only).
+#[pg_extern(stable)]
+fn ruvector_dag_metrics() -> String {
+    crate::release::require_current();
+    let db = current_database();
+    let mut f = Families::default();
+    for r in view_rows() {
+        let labels = || {
+            vec![
+                ("database", db.clone()),
+                ("schema", r["schemaname"].as_str().unwrap_or("").to_string()),
+                ("table", r["relname"].as_str().unwrap_or("").to_string()),
+                (
+                    "index",
+                    r["indexrelname"].as_str().unwrap_or("").to_string(),
+                ),
+                ("am", r["am"].as_str().unwrap_or("").to_string()),
+            ]
+        };
+        let with = |extra: (&'static str, &str)| {
+            let mut l = labels();
+            l.push((extra.0, extra.1.to_string()));
+            l
+        };
+        let num = |k: &str| r[k].as_f64();
+        let put = |fam: &mut Family, v: Option<f64>| {
+            if let Some(v) = v {
+                fam.push(labels(), v);
+            }
+        };
+        put(&mut f.size, num("size_bytes"));
+        put(&mut f.scans, num("idx_scan"));
+        put(&mut f.unreachable, num("unreachable_ratio"));
+        put(&mut f.fragmentation, num("fragmentation"));
+        put(&mut f.balance, num("list_balance"));
+        put(&mut f.drift, num("centroid_drift"));
+        put(&mut f.recall, num("recall"));
+        put(&mut f.recall_low, num("recall_ci_low"));
+        put(&mut f.target, num("recall_target"));
+        put(&mut f.health, num("health_score"));
+        put(&mut f.recall_at, epoch(&r["recall_at"]));
+        put(&mut f.inspected_at, epoch(&r["inspected_at"]));
+        put(&mut f.repair_at, epoch(&r["last_repair_at"]));
+        if let Some(v) = num("recall_setting_value") {
+            f.setting.push(
+                with(("setting", r["recall_setting"].as_str().unwrap_or(""))),
+                v,
+            );
+        }
+        for (op, k) in [
+            ("insert", "rows_inserted"),
+            ("update", "rows_updated"),
+            ("delete", "rows_deleted"),
+        ] {
+            if let Some(v) = num(k) {
+                f.writes.push(with(("op", op)), v);
+            }
+        }
+        for (q, k) in [
+            ("50", "list_size_p50"),
+            ("90", "list_size_p90"),
+            ("99", "list_size_p99"),
+            ("100", "list_size_max"),
+        ] {
+            if let Some(v) = num(k) {
+                f.list_size.push(with(("percentile", q)), v);
+            }
+        }
+        for sev in ["critical", "high", "medium", "low"] {
+            f.issues.push(
+                with(("severity", sev)),
+                num(&format!("open_issues_{sev}")).unwrap_or(0.0),
+            );
+        }
+        let failed = matches!(
+            r["last_repair_status"].as_str(),
+            Some("failed" | "rollback_failed")
+        );
+        f.repair_failed
+            .push(labels(), if failed { 1.0 } else { 0.0 });
+        let open = r["circuit_breaker_open"].as_bool().unwrap_or(false);
+        f.breaker.push(labels(), if open { 1.0 } else { 0.0 });
+    }
+    // This database's cycles (shared memory).
+    if let Some(st) = crate::healing::state::snapshot() {
+        let me = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        if let Some(s) = st.slots.iter().find(|s| s.dboid == me) {
+            let l = vec![("database", db.clone())];
+            f.cycles.push(l.clone(), s.cycles as f64);
+            f.cycle_seconds
+                .push(l.clone(), s.last_duration_ms as f64 / 1000.0);
+            if s.last_end > 0 {
+                f.cycle_end.push(l.clone(), s.last_end as f64 / 1000.0);
+            }
+            f.cycle_cpu.push(l.clone(), s.total_cpu_ms as f64 / 1000.0);
+            if s.next_due > 0 {
+                f.cycle_due.push(l, s.next_due as f64 / 1000.0);
+            }
+        }
+        // The whole cluster's counters.
+        let cl = || vec![("scope", "cluster".to_string())];
+        f.checks.push(cl(), st.checks_performed as f64);
+        f.detected.push(cl(), st.issues_detected as f64);
+        f.wakeups.push(cl(), st.launcher_ticks as f64);
+        let alive = st.launcher_pid > 0 && unsafe { libc::kill(st.launcher_pid, 0) } == 0;
+        f.launcher_up.push(cl(), if alive { 1.0 } else { 0.0 });
+        if st.stats_reset > 0 {
+            f.reset.push(cl(), st.stats_reset as f64 / 1000.0);
+        }
+        if let Some(c) = crate::repair::counters::snapshot() {
+            for (outcome, n) in [
+                ("initiated", c.initiated),
+                ("successful", c.successful),
+                ("failed", c.failed),
+                ("rolled_back", c.rolled_back),
+                ("cancelled", c.cancelled),
+                ("refused", c.refused),
+            ] {
+                let mut l = cl();
+                l.push(("outcome", outcome.to_string()));
+                f.repairs.push(l, n as f64);
+            }
+            f.repair_seconds.push(cl(), c.total_ms as f64 / 1000.0);
+        }
+        f.running
+            .push(cl(), crate::repair::registry::running() as f64);
+    }
+    render(&f.all())
+}
+
+/// Every family the metrics function exposes; names follow Prometheus'
+/// naming guide (base units, `_total` for counters, `_ratio` for shares).
+struct Families {
+    size: Family,
+    scans: Family,
+    writes: Family,
+    unreachable: Family,
+    fragmentation: Family,
+    balance: Family,
+    drift: Family,
+    list_size: Family,
+    recall: Family,
+    recall_low: Family,
+    target: Family,
+    setting: Family,
+    recall_at: Family,
+    inspected_at: Family,
+    health: Family,
+    issues: Family,
+    repair_at: Family,
+    repair_failed: Family,
+    breaker: Family,
+    cycles: Family,
+    cycle_seconds: Family,
+    cycle_end: Family,
+    cycle_cpu: Family,
+    cycle_due: Family,
+    checks: Family,
+    detected: Family,
+    wakeups: Family,
+    launcher_up: Family,
+    reset: Family,
+    repairs: Family,
+    repair_seconds: Family,
+    running: Family,
+}
+
+impl Default for Families {
+    fn default() -> Self {
+        Families {
+            size: Family::new("ruvector_index_size_bytes", "gauge", "Size of the index on disk."),
+            scans: Family::new("ruvector_index_scans_total", "counter", "Index scans started on the index (pg_stat_all_indexes.idx_scan)."),
+            writes: Family::new("ruvector_index_table_rows_written_total", "counter", "Rows of the index's table inserted, updated or deleted since the count started (see writes_since in ruvector_dag_stat_indexes)."),
+            unreachable: Family::new("ruvector_index_unreachable_ratio", "gauge", "HNSW: live elements no search can reach, as a share of live elements (last inspection)."),
+            fragmentation: Family::new("ruvector_index_fragmentation_ratio", "gauge", "HNSW: element slots without a live element, as a share of all slots (last inspection)."),
+            balance: Family::new("ruvector_index_list_balance_ratio", "gauge", "IVFFlat: coefficient of variation of the list sizes (last inspection)."),
+            drift: Family::new("ruvector_index_centroid_drift_ratio", "gauge", "IVFFlat: shift of the lists' means from their centers, relative to their spread (last inspection)."),
+            list_size: Family::new("ruvector_index_list_size_rows", "gauge", "IVFFlat: list size at a percentile of the lists (100 = the largest list)."),
+            recall: Family::new("ruvector_index_recall_ratio", "gauge", "Recall@10 at the production search setting, last measured."),
+            recall_low: Family::new("ruvector_index_recall_lower_bound_ratio", "gauge", "Lower end of the 95 % interval of the last recall measurement."),
+            target: Family::new(
+                "ruvector_index_recall_target_ratio",
+                "gauge",
+                "The recall the index should reach (ruvector.dag_healing_target_recall).",
+            ),
+            setting: Family::new("ruvector_index_recall_search_value", "gauge", "The search setting value the last recall was measured at."),
+            recall_at: Family::new("ruvector_index_recall_measured_timestamp_seconds", "gauge", "When recall was last measured."),
+            inspected_at: Family::new("ruvector_index_inspected_timestamp_seconds", "gauge", "When the index was last inspected."),
+            health: Family::new("ruvector_index_health_score", "gauge", "Health score 0..100: recall against the target (70 %), structure (30 %)."),
+            issues: Family::new("ruvector_index_open_issues", "gauge", "Open issues of the index, by severity."),
+            repair_at: Family::new("ruvector_index_last_repair_timestamp_seconds", "gauge", "When the index's last repair finished (or was requested, while it runs)."),
+            repair_failed: Family::new("ruvector_index_last_repair_failed", "gauge", "1 when the index's last repair failed (or its rollback did)."),
+            breaker: Family::new("ruvector_index_circuit_breaker_open", "gauge", "1 while repairs of the index are paused after consecutive failures."),
+            cycles: Family::new("ruvector_cycle_runs_total", "counter", "Healing cycles of this database since the server started (or the last reset)."),
+            cycle_seconds: Family::new("ruvector_cycle_duration_seconds", "gauge", "Wall time of this database's last healing cycle."),
+            cycle_end: Family::new("ruvector_cycle_last_end_timestamp_seconds", "gauge", "When this database's last healing cycle ended."),
+            cycle_cpu: Family::new("ruvector_cycle_cpu_seconds_total", "counter", "CPU time of this database's healing cycles."),
+            cycle_due: Family::new("ruvector_cycle_next_due_timestamp_seconds", "gauge", "When this database's next healing cycle is due."),
+            checks: Family::new("ruvector_checks_total", "counter", "Index inspections by healing cycles, whole cluster: scrape from one database."),
+            detected: Family::new("ruvector_issues_detected_total", "counter", "New issues found by healing cycles, whole cluster: scrape from one database."),
+            wakeups: Family::new("ruvector_launcher_wakeups_total", "counter", "Wake-ups of the healing launcher, whole cluster: scrape from one database."),
+            launcher_up: Family::new("ruvector_launcher_up", "gauge", "1 while the healing launcher runs, whole cluster."),
+            reset: Family::new("ruvector_stats_reset_timestamp_seconds", "gauge", "When ruvector_dag_stat_reset() last reset the counters."),
+            repairs: Family::new("ruvector_repairs_total", "counter", "Repairs by outcome, whole cluster: scrape from one database."),
+            repair_seconds: Family::new("ruvector_repair_duration_seconds_total", "counter", "Time spent in successful repairs, whole cluster."),
+            running: Family::new("ruvector_repairs_running", "gauge", "Repairs holding a table's slot now, whole cluster."),
+        }
+    }
+}
+
+impl Families {
+    fn all(self) -> Vec<Family> {
+        vec![
+            self.size,
+            self.scans,
+            self.writes,
+            self.unreachable,
+            self.fragmentation,
+            self.balance,
+            self.drift,
+            self.list_size,
+            self.recall,
+            self.recall_low,
+            self.target,
+            self.setting,
+            self.recall_at,
+            self.inspected_at,
+            self.health,
+            self.issues,
+            self.repair_at,
+            self.repair_failed,
+            self.breaker,
+            self.cycles,
+            self.cycle_seconds,
+            self.cycle_end,
+            self.cycle_cpu,
+            self.cycle_due,
+            self.checks,
+            self.detected,
+            self.wakeups,
+            self.launcher_up,
+            self.reset,
+            self.repairs,
+            self.repair_seconds,
+            self.running,
+        ]
+    }
+}
+
+/// Functions in the extension's own schema: what the views call.
+#[pg_schema]
+mod ruvector_healing {
+    use super::*;
+
+    /// When this database's next healing cycle is due (shared memory); NULL
+    /// without the background worker.
+    #[pg_extern(stable, parallel_safe)]
+    fn next_cycle_at() -> Option<TimestampWithTimeZone> {
+        let st = crate::healing::state::snapshot()?;
+        let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        let due = st.slots.iter().find(|s| s.dboid == db)?.next_due;
+        (due > 0)
+            .then(|| to_timestamp(due as f64 / 1000.0))
+            .flatten()
+    }
+
+    /// Running repairs with the build progress of their worker. `SECURITY
+    /// DEFINER`: `pg_stat_progress_create_index` hides another role's backend
+    /// from unprivileged callers, so it is read with the extension's rights and
+    /// the trust rule (the caller may read the table) is applied here.
+    #[allow(clippy::type_complexity)] // pgrx wants the row type spelled out
+    #[pg_extern(security_definer, volatile)]
+    #[search_path(pg_catalog, pg_temp)]
+    fn repair_progress() -> TableIterator<
+        'static,
+        (
+            name!(repair_id, i64),
+            name!(index, String),
+            name!(table_name, String),
+            name!(strategy, String),
+            name!(phase, String),
+            name!(worker_pid, Option<i32>),
+            name!(build_phase, Option<String>),
+            name!(blocks_done, Option<i64>),
+            name!(blocks_total, Option<i64>),
+            name!(tuples_done, Option<i64>),
+            name!(tuples_total, Option<i64>),
+            name!(percent, Option<f64>),
+            name!(eta_s, Option<f64>),
+            name!(started_at, Option<TimestampWithTimeZone>),
+        ),
+    > {
+        let caller = unsafe { pg_sys::GetOuterUserId() };
+        let rate = crate::repair::plan::median_rate(crate::repair::journal::build_rates())
+            .unwrap_or(crate::repair::plan::DEFAULT_BUILD_BYTES_PER_S);
+        let out: Vec<_> = running(caller)
+            .into_iter()
+            .map(|r| {
+                let pid = crate::repair::journal::worker_pid(r.id);
+                let p = pid.and_then(build_progress).unwrap_or(Value::Null);
+                let int = |k: &str| p[k].as_i64();
+                let (bd, bt, td, tt) = (
+                    int("blocks_done"),
+                    int("blocks_total"),
+                    int("tuples_done"),
+                    int("tuples_total"),
+                );
+                let percent = crate::repair::plan::progress_percent(bd, bt, td, tt);
+                // From the build rate of past rebuilds, per byte of index.
+                let eta = match (r.index_bytes, r.building_s) {
+                    (Some(b), Some(e)) if r.phase == "building" => Some((b / rate - e).max(0.0)),
+                    _ => None,
+                };
+                let build_phase = p["phase"].as_str().map(str::to_string);
+                (
+                    r.id,
+                    r.index,
+                    r.table,
+                    r.strategy,
+                    r.phase,
+                    pid,
+                    build_phase,
+                    bd,
+                    bt,
+                    td,
+                    tt,
+                    percent,
+                    eta,
+                    r.started,
+                )
+            })
+            .collect();
+        TableIterator::new(out)
+    }
+
+    /// A running repair the caller may see.
+    struct Running {
+        id: i64,
+        index: String,
+        table: String,
+        strategy: String,
+        phase: String,
+        index_bytes: Option<f64>,
+        building_s: Option<f64>,
+        started: Option<TimestampWithTimeZone>,
+    }
+
+    fn running(caller: pg_sys::Oid) -> Vec<Running> {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT r.repair_id, r.index_name, r.table_name, r.strategy, r.status,
+                        (r.plan->'preview'->>'index_bytes')::float8,
+                        extract(epoch FROM now() - coalesce(
+                            (SELECT max(s.at) FROM ruvector_healing.repair_steps s
+                              WHERE s.repair_id = r.repair_id AND s.step = 'building'), r.started_at))::float8,
+                        r.started_at
+                   FROM ruvector_healing.repairs r
+                  WHERE ruvector_healing.repair_active(r.status) AND NOT r.dry_run
+                    AND (has_any_column_privilege($1::oid, r.table_oid, 'SELECT')
+                         OR pg_has_role($1::oid, 'pg_read_all_stats', 'USAGE'))
+                  ORDER BY r.repair_id",
+                None,
+                &[caller.into()],
+            )
+            .map(|rows| {
+                rows.filter_map(|r| {
+                    Some(Running {
+                        id: r.get::<i64>(1).ok()??,
+                        index: r.get::<String>(2).ok()??,
+                        table: r.get::<String>(3).ok()??,
+                        strategy: r.get::<String>(4).ok()??,
+                        phase: r.get::<String>(5).ok()??,
+                        index_bytes: r.get::<f64>(6).ok()?,
+                        building_s: r.get::<f64>(7).ok()?,
+                        started: r.get::<TimestampWithTimeZone>(8).ok()?,
+                    })
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+        })
+    }
+
+    /// The `pg_stat_progress_create_index` row of a backend, as JSON.
+    fn build_progress(pid: i32) -> Option<Value> {
+        crate::sql::get_one::<JsonB>(
+            "SELECT to_jsonb(p) FROM pg_stat_progress_create_index p WHERE pid = $1",
+            &[pid.into()],
+        )
+        .ok()
+        .flatten()
+        .map(|j| j.0)
+    }
+}

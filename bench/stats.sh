@@ -3,13 +3,13 @@
 # INDEXES pgvector indexes (half HNSW, half IVFFlat, ROWS x DIM each) with
 # DAYS of observation history at the default 5-minute cycle (recall every
 # hour), as a Prometheus scrape every 15 s would read them. pgbench runs
-# each query for SECONDS in one session and reports its mean latency, beside
+# each query for DURATION_S seconds in one session and reports its mean latency, beside
 # pg_stat_user_indexes over the same indexes for scale. Goal: both under
 # 5 ms; the check fails (exit 1) above 3 x the goal.
 # Own server (port 28873 or STATS_BENCH_PORT, data $RV_HOME/bench-stats-data,
 # recreated, stopped on exit), release build from a private copy of the
 # Postgres install ($RV_HOME/bench-stats-pg).
-#   INDEXES (100) ROWS (1000) DIM (16) DAYS (30) SECONDS (10)
+#   INDEXES (100) ROWS (1000) DIM (16) DAYS (30) DURATION_S (10)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$here/../scripts/setup.sh" >/dev/null
@@ -22,7 +22,7 @@ INDEXES="${INDEXES:-100}"
 ROWS="${ROWS:-1000}"
 DIM="${DIM:-16}"
 DAYS="${DAYS:-30}"
-SECONDS_EACH="${SECONDS:-10}"
+SECONDS_EACH="${DURATION_S:-10}"
 PORT="${STATS_BENCH_PORT:-28873}"
 for v in INDEXES ROWS DIM DAYS SECONDS_EACH PORT; do
     [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || die "$v must be a positive integer (got '${!v}')"
@@ -40,7 +40,7 @@ pg_stop "$DATA" || true
 private_install "$PRIV"
 rm -rf "$DATA"
 pg_initdb "$DATA"
-pg_write_conf "$DATA" "$PORT" "ruvector.dag_healing_interval_ms = 86400000"
+pg_write_conf "$DATA" "$PORT" "ruvector.dag_healing_interval_ms = 86400000" "ruvector.dag_healing_auto_repair = off"
 pg_start "$DATA"
 pg_psql "$PORT" -d postgres -c "CREATE DATABASE $DB" >/dev/null
 PGOPTIONS="-c client_min_messages=warning" sql -c "CREATE EXTENSION vector" -c "CREATE EXTENSION ruvector_healing"
@@ -72,6 +72,8 @@ sql -c "VACUUM ANALYZE ruvector_healing.observations" >/dev/null
 obs="$(sql -c "SELECT count(*) FROM ruvector_healing.observations")"
 rows="$(sql -c "SELECT count(*) FROM ruvector_dag_stat_indexes")"
 (( rows == INDEXES )) || die "CHECK FAILED: the view has $rows rows, expected $INDEXES"
+scored="$(sql -c "SELECT count(*) FROM ruvector_dag_stat_indexes WHERE health_score IS NOT NULL AND recall IS NOT NULL")"
+(( scored == INDEXES )) || die "CHECK FAILED: $scored of $INDEXES rows have a recall and a health score"
 series="$(sql -c "SELECT count(*) FROM regexp_split_to_table(ruvector_dag_metrics(), E'\n') l WHERE l LIKE 'ruvector_%'")"
 
 # Mean latency (ms) of one query over SECONDS_EACH seconds in one session.

@@ -14,6 +14,10 @@ did=()   # what this run changed, for the final summary
 # libclang/clang: bindgen in pgrx-pg-sys; sudo: running the server as another
 # user; build-essential/pkg-config/libssl-dev: building cargo-pgrx and the cshim.
 apt_pkgs=(libclang-dev clang sudo build-essential pkg-config libssl-dev ca-certificates)
+# prometheus (promtool) and prometheus-postgres-exporter: the monitoring
+# tests check our metrics and alert rules with promtool and scrape a real
+# exporter running our queries file.
+apt_pkgs+=(prometheus prometheus-postgres-exporter)
 # Debian's python3 needs python3-venv for `python3 -m venv`; a pyenv or other
 # self-built python already has ensurepip.
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then

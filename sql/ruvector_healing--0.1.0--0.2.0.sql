@@ -501,11 +501,11 @@ RETURNS void LANGUAGE sql VOLATILE AS $$
     INSERT INTO ruvector_healing.index_writes AS w
            (schema_name, relname, index_oid, since, n_tup_ins, n_tup_upd, n_tup_del, table_oid)
     SELECT n.nspname, c.relname, c.oid, p_since,
-           coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), coalesce(s.n_tup_del, 0), x.indrelid
+           pg_catalog.pg_stat_get_tuples_inserted(x.indrelid), pg_catalog.pg_stat_get_tuples_updated(x.indrelid),
+           pg_catalog.pg_stat_get_tuples_deleted(x.indrelid), x.indrelid
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
-      LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = x.indrelid
      WHERE c.oid = idx
     ON CONFLICT (schema_name, relname) DO UPDATE
        SET index_oid = EXCLUDED.index_oid, since = EXCLUDED.since, counted_at = now(),
@@ -522,50 +522,13 @@ RETURNS void LANGUAGE sql VOLATILE AS $$
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
-      LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = x.indrelid
-      LEFT JOIN ruvector_healing.index_writes w ON w.schema_name = n.nspname AND w.relname = c.relname
+      LEFT JOIN ruvector_healing.index_writes w
+             ON w.schema_name = n.nspname::text COLLATE "default" AND w.relname = c.relname::text COLLATE "default"
      WHERE c.oid = idx
        AND (w.index_oid IS DISTINCT FROM idx
-            OR coalesce(s.n_tup_ins, 0) < w.n_tup_ins OR coalesce(s.n_tup_upd, 0) < w.n_tup_upd
-            OR coalesce(s.n_tup_del, 0) < w.n_tup_del)
-$$;
-
--- One health score, 0..100: recall at the production setting against the
--- target first (70 points), the structure second (30 points). The
--- structure's share is set by its worst figure against the detection
--- threshold (unreachable share / 0.01, fragmentation / 0.5, missing
--- connectivity / 0.2, list balance / 2.0, centroid drift / 0.5): at the
--- threshold half of it is lost, at twice the threshold all of it. Without
--- a recall measurement, the structure alone.
-CREATE FUNCTION ruvector_healing.health_score(metrics jsonb, recall float8)
-RETURNS int LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN metrics IS NULL AND recall IS NULL THEN NULL ELSE
-           round(100 * CASE WHEN recall IS NULL THEN structure
-                            ELSE 0.7 * least(1, recall / target) + 0.3 * structure END)::int END
-      FROM (SELECT coalesce(nullif(current_setting('ruvector.dag_healing_target_recall', true), '')::float8,
-                            0.95) AS target,
-                   1 - least(1, greatest(
-                       coalesce((metrics->>'unreachable_ratio')::float8 / 0.01, 0),
-                       coalesce((metrics->>'fragmentation')::float8 / 0.5, 0),
-                       coalesce((1 - (metrics->>'connectivity_score')::float8) / 0.2, 0),
-                       coalesce((metrics->>'cluster_balance')::float8 / 2.0, 0),
-                       coalesce((metrics->>'centroid_drift')::float8 / 0.5, 0)) / 2) AS structure) s
-$$;
-
--- Whether repairs of an index are paused (the rule of `plan::breaker_open`,
--- which the repair guard applies): its last `max_attempts` finished repairs
--- failed or were rolled back, the newest within a day.
-CREATE FUNCTION ruvector_healing.circuit_breaker_open(tbl oid, nm text)
-RETURNS bool LANGUAGE sql STABLE AS $$
-    SELECT count(*) >= m.n AND bool_and(status IN ('failed', 'rolled_back'))
-           AND max(finished_at) > now() - interval '1 day'
-      FROM (SELECT coalesce(nullif(current_setting('ruvector.dag_healing_max_attempts', true), '')::int,
-                            3) AS n) m
-      LEFT JOIN LATERAL (SELECT status, finished_at FROM ruvector_healing.repairs
-                          WHERE table_oid = tbl AND relname = nm AND NOT dry_run
-                            AND status IN ('done', 'failed', 'rolled_back')
-                          ORDER BY finished_at DESC LIMIT m.n) r ON true
-     GROUP BY m.n
+            OR pg_catalog.pg_stat_get_tuples_inserted(x.indrelid) < w.n_tup_ins
+            OR pg_catalog.pg_stat_get_tuples_updated(x.indrelid) < w.n_tup_upd
+            OR pg_catalog.pg_stat_get_tuples_deleted(x.indrelid) < w.n_tup_del)
 $$;
 
 CREATE INDEX repairs_by_index ON ruvector_healing.repairs (schema_name, relname, repair_id);
@@ -606,6 +569,20 @@ CREATE  FUNCTION ruvector_healing."next_cycle_at"() RETURNS timestamp with time 
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'next_cycle_at_wrapper';
+
+CREATE  FUNCTION ruvector_healing."health_score"(
+	"recall" double precision, /* Option < f64 > */
+	"target" double precision, /* Option < f64 > */
+	"unreachable_ratio" double precision, /* Option < f64 > */
+	"fragmentation" double precision, /* Option < f64 > */
+	"connectivity_score" double precision, /* Option < f64 > */
+	"cluster_balance" double precision, /* Option < f64 > */
+	"centroid_drift" double precision /* Option < f64 > */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'health_score_wrapper';
+
 -- One row per pgvector index the caller may see (the history tables' rule:
 -- SELECT on the table, or pg_read_all_stats). Reads only what cycles
 -- recorded and PostgreSQL's statistics: it never inspects an index.
@@ -616,13 +593,16 @@ SELECT c.oid AS indexrelid,
        c.relname::text AS indexrelname,
        am.amname::text AS am,
        coalesce(c.reloptions, '{}') AS options,
+       x.indisvalid AS valid,
        pg_catalog.pg_relation_size(c.oid) AS size_bytes,
-       si.idx_scan,
-       st.n_tup_ins - coalesce(w.n_tup_ins, 0) AS rows_inserted,
-       st.n_tup_upd - coalesce(w.n_tup_upd, 0) AS rows_updated,
-       st.n_tup_del - coalesce(w.n_tup_del, 0) AS rows_deleted,
+       -- The functions behind pg_stat_all_indexes / pg_stat_all_tables
+       -- (those views group over every relation: slower to plan and run).
+       pg_catalog.pg_stat_get_numscans(c.oid) AS idx_scan,
+       pg_catalog.pg_stat_get_tuples_inserted(t.oid) - coalesce(w.n_tup_ins, 0) AS rows_inserted,
+       pg_catalog.pg_stat_get_tuples_updated(t.oid) - coalesce(w.n_tup_upd, 0) AS rows_updated,
+       pg_catalog.pg_stat_get_tuples_deleted(t.oid) - coalesce(w.n_tup_del, 0) AS rows_deleted,
        coalesce(w.since, 'stats_reset') AS writes_since,
-       coalesce(w.counted_at, pg_catalog.pg_stat_get_db_stat_reset_time(d.oid)) AS writes_counted_from,
+       coalesce(w.counted_at, s.db_stats_reset) AS writes_counted_from,
        (o.metrics->>'unreachable_ratio')::float8 AS unreachable_ratio,
        (o.metrics->>'fragmentation')::float8 AS fragmentation,
        (o.metrics->>'cluster_balance')::float8 AS list_balance,
@@ -634,13 +614,15 @@ SELECT c.oid AS indexrelid,
        r.recall,
        (r.metrics->'recall_ci95'->>0)::float8 AS recall_ci_low,
        (r.metrics->'recall_ci95'->>1)::float8 AS recall_ci_high,
-       coalesce(nullif(current_setting('ruvector.dag_healing_target_recall', true), '')::float8, 0.95)
-           AS recall_target,
+       s.target AS recall_target,
        r.metrics->'recall_setting'->>'name' AS recall_setting,
        (r.metrics->'recall_setting'->>'value')::int AS recall_setting_value,
        r.observed_at AS recall_at,
        o.observed_at AS inspected_at,
-       ruvector_healing.health_score(o.metrics, r.recall) AS health_score,
+       ruvector_healing.health_score(r.recall, s.target,
+           (o.metrics->>'unreachable_ratio')::float8, (o.metrics->>'fragmentation')::float8,
+           (o.metrics->>'connectivity_score')::float8, (o.metrics->>'cluster_balance')::float8,
+           (o.metrics->>'centroid_drift')::float8) AS health_score,
        coalesce(iss.critical, 0) AS open_issues_critical,
        coalesce(iss.high, 0) AS open_issues_high,
        coalesce(iss.medium, 0) AS open_issues_medium,
@@ -648,23 +630,35 @@ SELECT c.oid AS indexrelid,
        lr.repair_id AS last_repair_id,
        lr.status AS last_repair_status,
        coalesce(lr.finished_at, lr.requested_at) AS last_repair_at,
-       coalesce(ruvector_healing.circuit_breaker_open(t.oid, c.relname::text), false) AS circuit_breaker_open,
-       ruvector_healing.next_cycle_at() AS next_check_at
+       coalesce(br.open, false) AS circuit_breaker_open,
+       s.next_check_at
   FROM pg_catalog.pg_index x
   JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
   JOIN pg_catalog.pg_am am ON am.oid = c.relam AND am.amname IN ('hnsw', 'ivfflat')
   JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database()
-  LEFT JOIN pg_catalog.pg_stat_all_indexes si ON si.indexrelid = c.oid
-  LEFT JOIN pg_catalog.pg_stat_all_tables st ON st.relid = t.oid
+  -- Once per query: the settings, the next cycle, the statistics' reset.
+  CROSS JOIN (SELECT coalesce(nullif(current_setting('ruvector.dag_healing_target_recall', true), '')::float8,
+                              0.95) AS target,
+                     coalesce(nullif(current_setting('ruvector.dag_healing_max_attempts', true), '')::int,
+                              3) AS max_attempts,
+                     ruvector_healing.next_cycle_at() AS next_check_at,
+                     pg_catalog.pg_stat_get_db_stat_reset_time(
+                         (SELECT d.oid FROM pg_catalog.pg_database d
+                           WHERE d.datname = pg_catalog.current_database())) AS db_stats_reset
+               OFFSET 0) s
+  -- The text comparisons below use the default collation (catalog names
+  -- are "C"), or the history tables' indexes would not be used.
   LEFT JOIN ruvector_healing.index_writes w
-         ON w.schema_name = n.nspname AND w.relname = c.relname AND w.index_oid = c.oid
+         ON w.schema_name = n.nspname::text COLLATE "default"
+        AND w.relname = c.relname::text COLLATE "default" AND w.index_oid = c.oid
   LEFT JOIN LATERAL (SELECT ob.metrics, ob.observed_at FROM ruvector_healing.observations ob
-                      WHERE ob.schema_name = n.nspname AND ob.index_name = c.relname
+                      WHERE ob.schema_name = n.nspname::text COLLATE "default"
+                        AND ob.index_name = c.relname::text COLLATE "default"
                       ORDER BY ob.observed_at DESC LIMIT 1) o ON true
   LEFT JOIN LATERAL (SELECT ob.recall, ob.metrics, ob.observed_at FROM ruvector_healing.observations ob
-                      WHERE ob.schema_name = n.nspname AND ob.index_name = c.relname
+                      WHERE ob.schema_name = n.nspname::text COLLATE "default"
+                        AND ob.index_name = c.relname::text COLLATE "default"
                         AND ob.recall IS NOT NULL
                       ORDER BY ob.observed_at DESC LIMIT 1) r ON true
   LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE i.severity = 'critical') AS critical,
@@ -675,8 +669,19 @@ SELECT c.oid AS indexrelid,
                       WHERE i.index_oid = c.oid AND i.status = 'open') iss ON true
   LEFT JOIN LATERAL (SELECT rp.repair_id, rp.status, rp.finished_at, rp.requested_at
                        FROM ruvector_healing.repairs rp
-                      WHERE rp.schema_name = n.nspname AND rp.relname = c.relname AND NOT rp.dry_run
+                      WHERE rp.schema_name = n.nspname::text COLLATE "default"
+                        AND rp.relname = c.relname::text COLLATE "default" AND NOT rp.dry_run
                       ORDER BY rp.repair_id DESC LIMIT 1) lr ON true
+  -- The circuit breaker, by the rule the repair guard applies
+  -- (`plan::breaker_open`): the last max_attempts finished repairs failed
+  -- or were rolled back, the newest within a day.
+  LEFT JOIN LATERAL (SELECT count(*) >= s.max_attempts AND bool_and(f.status IN ('failed', 'rolled_back'))
+                            AND max(f.finished_at) > now() - interval '1 day' AS open
+                       FROM (SELECT rp.status, rp.finished_at FROM ruvector_healing.repairs rp
+                              WHERE rp.schema_name = n.nspname::text COLLATE "default"
+                                AND rp.relname = c.relname::text COLLATE "default" AND NOT rp.dry_run
+                                AND rp.status IN ('done', 'failed', 'rolled_back')
+                              ORDER BY rp.finished_at DESC LIMIT s.max_attempts) f) br ON true
  WHERE ruvector_healing.visible(t.oid);
 
 -- One row per running repair with its build's progress (see

@@ -655,11 +655,11 @@ RETURNS void LANGUAGE sql VOLATILE AS $$
     INSERT INTO ruvector_healing.index_writes AS w
            (schema_name, relname, index_oid, since, n_tup_ins, n_tup_upd, n_tup_del, table_oid)
     SELECT n.nspname, c.relname, c.oid, p_since,
-           coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), coalesce(s.n_tup_del, 0), x.indrelid
+           pg_catalog.pg_stat_get_tuples_inserted(x.indrelid), pg_catalog.pg_stat_get_tuples_updated(x.indrelid),
+           pg_catalog.pg_stat_get_tuples_deleted(x.indrelid), x.indrelid
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
-      LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = x.indrelid
      WHERE c.oid = idx
     ON CONFLICT (schema_name, relname) DO UPDATE
        SET index_oid = EXCLUDED.index_oid, since = EXCLUDED.since, counted_at = now(),
@@ -676,50 +676,13 @@ RETURNS void LANGUAGE sql VOLATILE AS $$
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
-      LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = x.indrelid
-      LEFT JOIN ruvector_healing.index_writes w ON w.schema_name = n.nspname AND w.relname = c.relname
+      LEFT JOIN ruvector_healing.index_writes w
+             ON w.schema_name = n.nspname::text COLLATE "default" AND w.relname = c.relname::text COLLATE "default"
      WHERE c.oid = idx
        AND (w.index_oid IS DISTINCT FROM idx
-            OR coalesce(s.n_tup_ins, 0) < w.n_tup_ins OR coalesce(s.n_tup_upd, 0) < w.n_tup_upd
-            OR coalesce(s.n_tup_del, 0) < w.n_tup_del)
-$$;
-
--- One health score, 0..100: recall at the production setting against the
--- target first (70 points), the structure second (30 points). The
--- structure's share is set by its worst figure against the detection
--- threshold (unreachable share / 0.01, fragmentation / 0.5, missing
--- connectivity / 0.2, list balance / 2.0, centroid drift / 0.5): at the
--- threshold half of it is lost, at twice the threshold all of it. Without
--- a recall measurement, the structure alone.
-CREATE FUNCTION ruvector_healing.health_score(metrics jsonb, recall float8)
-RETURNS int LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN metrics IS NULL AND recall IS NULL THEN NULL ELSE
-           round(100 * CASE WHEN recall IS NULL THEN structure
-                            ELSE 0.7 * least(1, recall / target) + 0.3 * structure END)::int END
-      FROM (SELECT coalesce(nullif(current_setting('ruvector.dag_healing_target_recall', true), '')::float8,
-                            0.95) AS target,
-                   1 - least(1, greatest(
-                       coalesce((metrics->>'unreachable_ratio')::float8 / 0.01, 0),
-                       coalesce((metrics->>'fragmentation')::float8 / 0.5, 0),
-                       coalesce((1 - (metrics->>'connectivity_score')::float8) / 0.2, 0),
-                       coalesce((metrics->>'cluster_balance')::float8 / 2.0, 0),
-                       coalesce((metrics->>'centroid_drift')::float8 / 0.5, 0)) / 2) AS structure) s
-$$;
-
--- Whether repairs of an index are paused (the rule of `plan::breaker_open`,
--- which the repair guard applies): its last `max_attempts` finished repairs
--- failed or were rolled back, the newest within a day.
-CREATE FUNCTION ruvector_healing.circuit_breaker_open(tbl oid, nm text)
-RETURNS bool LANGUAGE sql STABLE AS $$
-    SELECT count(*) >= m.n AND bool_and(status IN ('failed', 'rolled_back'))
-           AND max(finished_at) > now() - interval '1 day'
-      FROM (SELECT coalesce(nullif(current_setting('ruvector.dag_healing_max_attempts', true), '')::int,
-                            3) AS n) m
-      LEFT JOIN LATERAL (SELECT status, finished_at FROM ruvector_healing.repairs
-                          WHERE table_oid = tbl AND relname = nm AND NOT dry_run
-                            AND status IN ('done', 'failed', 'rolled_back')
-                          ORDER BY finished_at DESC LIMIT m.n) r ON true
-     GROUP BY m.n
+            OR pg_catalog.pg_stat_get_tuples_inserted(x.indrelid) < w.n_tup_ins
+            OR pg_catalog.pg_stat_get_tuples_updated(x.indrelid) < w.n_tup_upd
+            OR pg_catalog.pg_stat_get_tuples_deleted(x.indrelid) < w.n_tup_del)
 $$;
 
 CREATE INDEX repairs_by_index ON ruvector_healing.repairs (schema_name, relname, repair_id);

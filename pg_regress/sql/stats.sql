@@ -1,5 +1,5 @@
 -- Statistics: the view's columns, a fresh index's row, the health score's
--- formula, the circuit breaker's rule, the metrics' shape, the reset.
+-- formula, the metrics' shape, the reset.
 CREATE TABLE st_items (id int PRIMARY KEY, embedding vector(3));
 INSERT INTO st_items SELECT g, ARRAY[g % 11, g % 7, g % 5]::vector FROM generate_series(1, 200) g;
 CREATE INDEX st_hnsw ON st_items USING hnsw (embedding vector_l2_ops) WITH (m = 8);
@@ -15,18 +15,15 @@ SELECT indexrelname, relname, am, options, size_bytes = pg_relation_size('st_hns
   FROM ruvector_dag_stat_indexes WHERE indexrelname = 'st_hnsw';
 
 -- 70 points for recall against the target, 30 for the structure, whose
--- worst figure at its threshold loses half of them.
-SET ruvector.dag_healing_target_recall = 0.95;
-SELECT ruvector_healing.health_score(NULL, NULL) AS nothing,
-       ruvector_healing.health_score('{"unreachable_ratio": 0}', 0.95) AS perfect,
-       ruvector_healing.health_score('{"unreachable_ratio": 0.01}', NULL) AS at_threshold,
-       ruvector_healing.health_score('{"fragmentation": 1.0}', 0.95) AS all_structure_lost,
-       ruvector_healing.health_score('{}', 0.475) AS half_recall,
-       ruvector_healing.health_score('{"cluster_balance": 1.0, "centroid_drift": 0.1}', 0.99) AS ivfflat;
-RESET ruvector.dag_healing_target_recall;
-
--- No finished repair: the breaker is closed.
-SELECT ruvector_healing.circuit_breaker_open('st_items'::regclass, 'st_hnsw');
+-- worst figure at its threshold loses half of them. Arguments: recall,
+-- target, unreachable share, fragmentation, connectivity, list balance,
+-- centroid drift.
+SELECT ruvector_healing.health_score(NULL, 0.95, NULL, NULL, NULL, NULL, NULL) AS nothing,
+       ruvector_healing.health_score(0.95, 0.95, 0, 0, 1, NULL, NULL) AS perfect,
+       ruvector_healing.health_score(NULL, 0.95, 0.01, 0, 0.99, NULL, NULL) AS at_threshold,
+       ruvector_healing.health_score(0.95, 0.95, 0, 1.0, 1, NULL, NULL) AS all_structure_lost,
+       ruvector_healing.health_score(0.475, 0.95, NULL, NULL, NULL, NULL, NULL) AS half_recall,
+       ruvector_healing.health_score(0.99, 0.95, NULL, NULL, NULL, 1.0, 0.1) AS ivfflat;
 
 -- The metrics: HELP and TYPE before every family's samples.
 SELECT count(*) FILTER (WHERE l LIKE '# HELP %') = count(*) FILTER (WHERE l LIKE '# TYPE %') AS paired,

@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 
 use crate::prometheus::{render, Family};
 
-fn to_timestamp(unix_s: f64) -> Option<TimestampWithTimeZone> {
-    crate::sql::get_one::<TimestampWithTimeZone>("SELECT to_timestamp($1)", &[unix_s.into()])
-        .ok()
-        .flatten()
+/// A Unix time in milliseconds as a timestamp (PostgreSQL counts
+/// microseconds from 2000-01-01).
+fn timestamp_from_ms(unix_ms: i64) -> Option<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(unix_ms * 1000 - 946_684_800_000_000).ok()
 }
 
 /// Resets the extension's cumulative counters (repairs by outcome, checks,
@@ -33,7 +33,7 @@ fn ruvector_dag_stat_reset() -> JsonB {
     crate::repair::counters::reset();
     let at = crate::healing::state::reset_counters();
     JsonB(
-        json!({"reset": true, "stats_reset": to_timestamp(at as f64 / 1000.0).map(|t| t.to_string()),
+        json!({"reset": true, "stats_reset": timestamp_from_ms(at).map(|t| t.to_string()),
                  "kept": "history, issues, observations and policies are tables, never reset"}),
     )
 }
@@ -42,7 +42,12 @@ fn ruvector_dag_stat_reset() -> JsonB {
 fn view_rows() -> Vec<Value> {
     Spi::connect(|c| {
         c.select(
-            "SELECT to_jsonb(s) FROM ruvector_dag_stat_indexes s ORDER BY schemaname, indexrelname",
+            // Times as seconds since the epoch, as the format wants them.
+            "SELECT to_jsonb(s) || jsonb_build_object(
+                        'recall_at', extract(epoch FROM s.recall_at),
+                        'inspected_at', extract(epoch FROM s.inspected_at),
+                        'last_repair_at', extract(epoch FROM s.last_repair_at))
+               FROM ruvector_dag_stat_indexes s ORDER BY schemaname, indexrelname",
             None,
             &[],
         )
@@ -59,17 +64,6 @@ fn current_database() -> String {
         .ok()
         .flatten()
         .unwrap_or_default()
-}
-
-/// Seconds since the epoch of a timestamp the view printed.
-fn epoch(v: &Value) -> Option<f64> {
-    let s = v.as_str()?;
-    crate::sql::get_one::<f64>(
-        "SELECT extract(epoch FROM $1::timestamptz)::float8",
-        &[s.into()],
-    )
-    .ok()
-    .flatten()
 }
 
 /// The Prometheus text exposition of this database's pgvector indexes
@@ -114,9 +108,9 @@ fn ruvector_dag_metrics() -> String {
         put(&mut f.recall_low, num("recall_ci_low"));
         put(&mut f.target, num("recall_target"));
         put(&mut f.health, num("health_score"));
-        put(&mut f.recall_at, epoch(&r["recall_at"]));
-        put(&mut f.inspected_at, epoch(&r["inspected_at"]));
-        put(&mut f.repair_at, epoch(&r["last_repair_at"]));
+        put(&mut f.recall_at, num("recall_at"));
+        put(&mut f.inspected_at, num("inspected_at"));
+        put(&mut f.repair_at, num("last_repair_at"));
         if let Some(v) = num("recall_setting_value") {
             f.setting.push(
                 with(("setting", r["recall_setting"].as_str().unwrap_or(""))),
@@ -332,12 +326,32 @@ mod ruvector_healing {
     /// without the background worker.
     #[pg_extern(stable, parallel_safe)]
     fn next_cycle_at() -> Option<TimestampWithTimeZone> {
-        let st = crate::healing::state::snapshot()?;
-        let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
-        let due = st.slots.iter().find(|s| s.dboid == db)?.next_due;
-        (due > 0)
-            .then(|| to_timestamp(due as f64 / 1000.0))
-            .flatten()
+        let due = crate::healing::state::next_due(unsafe { pg_sys::MyDatabaseId }.to_u32())?;
+        timestamp_from_ms(due)
+    }
+
+    /// The health score of the statistics view (`detect::score`): recall
+    /// against the target first, the structure second; NULL without any
+    /// figure.
+    #[pg_extern(immutable, parallel_safe)]
+    fn health_score(
+        recall: Option<f64>,
+        target: Option<f64>,
+        unreachable_ratio: Option<f64>,
+        fragmentation: Option<f64>,
+        connectivity_score: Option<f64>,
+        cluster_balance: Option<f64>,
+        centroid_drift: Option<f64>,
+    ) -> Option<i32> {
+        use crate::detect::score::{health_score, Structure};
+        let s = Structure {
+            unreachable_ratio,
+            fragmentation,
+            connectivity_score,
+            cluster_balance,
+            centroid_drift,
+        };
+        health_score(recall, target.unwrap_or(0.95), &s)
     }
 
     /// Running repairs with the build progress of their worker. `SECURITY

@@ -210,6 +210,17 @@ pub fn reset_counters() -> i64 {
     now
 }
 
+/// When the cycle of database `dboid` is next due (Unix ms), read in place:
+/// the statistics view asks once per query.
+pub fn next_due(dboid: u32) -> Option<i64> {
+    if !crate::repair::counters::available() {
+        return None;
+    }
+    let st = STATE.share();
+    let due = st.slots.iter().find(|s| s.dboid == dboid)?.next_due;
+    (due > 0).then_some(due)
+}
+
 pub fn slot_json(s: &DbSlot) -> Value {
     json!({
         "database_oid": s.dboid,

@@ -153,6 +153,24 @@ fn the_view_follows_the_workload() {
     );
     assert!(r["next_check_at"].is_string(), "{r:#}");
 
+    // The view reaches the history through its indexes (a scrape every
+    // 15 s must not read every observation): with sequential scans off, no
+    // history table is scanned sequentially.
+    exec(&mut c, "SET enable_seqscan = off");
+    let plan: String = c
+        .query("EXPLAIN SELECT * FROM ruvector_dag_stat_indexes", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0) + "\n")
+        .collect();
+    exec(&mut c, "RESET enable_seqscan");
+    for table in ["observations", "repairs", "issues"] {
+        assert!(
+            !plan.contains(&format!("Seq Scan on {table}")),
+            "the view scans {table} sequentially:\n{plan}"
+        );
+    }
+
     // New writes count from the first look.
     exec(&mut c, &clustered_rows("t", 100, 16, 1, 30, 0.05));
     let added = query_i64(&mut c, "SELECT count(*) FROM t") - (rows - 1500);

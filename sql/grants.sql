@@ -81,26 +81,24 @@ SELECT c.oid AS indexrelid,
        pg_catalog.pg_stat_get_tuples_deleted(t.oid) - coalesce(w.n_tup_del, 0) AS rows_deleted,
        coalesce(w.since, 'stats_reset') AS writes_since,
        coalesce(w.counted_at, s.db_stats_reset) AS writes_counted_from,
-       (o.metrics->>'unreachable_ratio')::float8 AS unreachable_ratio,
-       (o.metrics->>'fragmentation')::float8 AS fragmentation,
-       (o.metrics->>'cluster_balance')::float8 AS list_balance,
-       (o.metrics->>'centroid_drift')::float8 AS centroid_drift,
-       (o.metrics->>'list_size_p50')::float8 AS list_size_p50,
-       (o.metrics->>'list_size_p90')::float8 AS list_size_p90,
-       (o.metrics->>'list_size_p99')::float8 AS list_size_p99,
-       (o.metrics->>'list_size_max')::float8 AS list_size_max,
-       r.recall,
-       (r.metrics->'recall_ci95'->>0)::float8 AS recall_ci_low,
-       (r.metrics->'recall_ci95'->>1)::float8 AS recall_ci_high,
+       st.unreachable_ratio,
+       st.fragmentation,
+       st.cluster_balance AS list_balance,
+       st.centroid_drift,
+       st.list_size_p50,
+       st.list_size_p90,
+       st.list_size_p99,
+       st.list_size_max,
+       st.recall,
+       st.recall_ci_low,
+       st.recall_ci_high,
        s.target AS recall_target,
-       r.metrics->'recall_setting'->>'name' AS recall_setting,
-       (r.metrics->'recall_setting'->>'value')::int AS recall_setting_value,
-       r.observed_at AS recall_at,
-       o.observed_at AS inspected_at,
-       ruvector_healing.health_score(r.recall, s.target,
-           (o.metrics->>'unreachable_ratio')::float8, (o.metrics->>'fragmentation')::float8,
-           (o.metrics->>'connectivity_score')::float8, (o.metrics->>'cluster_balance')::float8,
-           (o.metrics->>'centroid_drift')::float8) AS health_score,
+       st.recall_setting,
+       st.recall_setting_value,
+       st.recall_at,
+       st.inspected_at,
+       ruvector_healing.health_score(st.recall, s.target, st.unreachable_ratio, st.fragmentation,
+           st.connectivity_score, st.cluster_balance, st.centroid_drift) AS health_score,
        coalesce(iss.critical, 0) AS open_issues_critical,
        coalesce(iss.high, 0) AS open_issues_high,
        coalesce(iss.medium, 0) AS open_issues_medium,
@@ -130,15 +128,9 @@ SELECT c.oid AS indexrelid,
   LEFT JOIN ruvector_healing.index_writes w
          ON w.schema_name = n.nspname::text COLLATE "default"
         AND w.relname = c.relname::text COLLATE "default" AND w.index_oid = c.oid
-  LEFT JOIN LATERAL (SELECT ob.metrics, ob.observed_at FROM ruvector_healing.observations ob
-                      WHERE ob.schema_name = n.nspname::text COLLATE "default"
-                        AND ob.index_name = c.relname::text COLLATE "default"
-                      ORDER BY ob.observed_at DESC LIMIT 1) o ON true
-  LEFT JOIN LATERAL (SELECT ob.recall, ob.metrics, ob.observed_at FROM ruvector_healing.observations ob
-                      WHERE ob.schema_name = n.nspname::text COLLATE "default"
-                        AND ob.index_name = c.relname::text COLLATE "default"
-                        AND ob.recall IS NOT NULL
-                      ORDER BY ob.observed_at DESC LIMIT 1) r ON true
+  LEFT JOIN ruvector_healing.index_stats st
+         ON st.schema_name = n.nspname::text COLLATE "default"
+        AND st.relname = c.relname::text COLLATE "default"
   LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE i.severity = 'critical') AS critical,
                             count(*) FILTER (WHERE i.severity = 'high') AS high,
                             count(*) FILTER (WHERE i.severity = 'medium') AS medium,
@@ -167,7 +159,8 @@ SELECT c.oid AS indexrelid,
 CREATE VIEW ruvector_dag_repair_progress AS
 SELECT * FROM ruvector_healing.repair_progress();
 
-GRANT SELECT ON ruvector_healing.index_writes TO PUBLIC;
+GRANT SELECT ON ruvector_healing.index_writes, ruvector_healing.index_stats TO PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_healing.observe(oid, text, text, oid, jsonb, float8, float8) FROM PUBLIC;
 GRANT SELECT ON ruvector_dag_stat_indexes, ruvector_dag_repair_progress TO PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_healing.count_writes_from(oid, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_healing.keep_write_count(oid) FROM PUBLIC;

@@ -92,6 +92,10 @@ BEGIN
                                   'not_restored', 'pg_dump does not dump invalid indexes: the index kept for rollback was not restored')
                          ELSE backup END;
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    UPDATE ruvector_healing.index_stats
+       SET (index_oid, table_oid) = (SELECT coalesce(r.index_oid, 0), coalesce(r.table_oid, 0)
+                                       FROM ruvector_healing.index_by_name(schema_name, relname) r);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     -- Write counts start again: the restored tables' statistics began
     -- with the restore (the next cycle counts from its first look).
     DELETE FROM ruvector_healing.index_writes;
@@ -533,6 +537,85 @@ $$;
 
 CREATE INDEX repairs_by_index ON ruvector_healing.repairs (schema_name, relname, repair_id);
 
+-- The last figures of each index (by name, as its observations), kept by
+-- the cycle with every observation so that the statistics view reads one
+-- row per index instead of searching the history.
+CREATE TABLE ruvector_healing.index_stats (
+    schema_name          text NOT NULL,
+    relname              text NOT NULL,
+    index_oid            oid NOT NULL,
+    table_oid            oid NOT NULL,  -- whose readers may see the row
+    inspected_at         timestamptz NOT NULL,
+    unreachable_ratio    float8,
+    fragmentation        float8,
+    connectivity_score   float8,
+    cluster_balance      float8,
+    centroid_drift       float8,
+    list_size_p50        float8,
+    list_size_p90        float8,
+    list_size_p99        float8,
+    list_size_max        float8,
+    -- The last recall measurement (kept while later cycles do not probe).
+    recall               float8,
+    recall_ci_low        float8,
+    recall_ci_high       float8,
+    recall_setting       text,
+    recall_setting_value int,
+    recall_at            timestamptz,
+    PRIMARY KEY (schema_name, relname)
+);
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.index_stats', '');
+ALTER TABLE ruvector_healing.index_stats ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.index_stats FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+
+-- Records one observation of an index and keeps its last figures.
+CREATE FUNCTION ruvector_healing.observe(idx oid, sch text, nm text, tbl oid, m jsonb, rec float8, ms float8)
+RETURNS void LANGUAGE sql VOLATILE AS $$
+    INSERT INTO ruvector_healing.observations
+           (index_oid, schema_name, index_name, table_oid, metrics, recall, probe_ms)
+    VALUES (idx, sch, nm, tbl, m, rec, ms);
+    INSERT INTO ruvector_healing.index_stats AS s
+    SELECT sch, nm, idx, tbl, now(),
+           (m->>'unreachable_ratio')::float8, (m->>'fragmentation')::float8,
+           (m->>'connectivity_score')::float8, (m->>'cluster_balance')::float8,
+           (m->>'centroid_drift')::float8, (m->>'list_size_p50')::float8,
+           (m->>'list_size_p90')::float8, (m->>'list_size_p99')::float8, (m->>'list_size_max')::float8,
+           rec, (m->'recall_ci95'->>0)::float8, (m->'recall_ci95'->>1)::float8,
+           m->'recall_setting'->>'name', (m->'recall_setting'->>'value')::int,
+           CASE WHEN rec IS NOT NULL THEN now() END
+    ON CONFLICT (schema_name, relname) DO UPDATE SET
+           index_oid = EXCLUDED.index_oid, table_oid = EXCLUDED.table_oid,
+           inspected_at = EXCLUDED.inspected_at, unreachable_ratio = EXCLUDED.unreachable_ratio,
+           fragmentation = EXCLUDED.fragmentation, connectivity_score = EXCLUDED.connectivity_score,
+           cluster_balance = EXCLUDED.cluster_balance, centroid_drift = EXCLUDED.centroid_drift,
+           list_size_p50 = EXCLUDED.list_size_p50, list_size_p90 = EXCLUDED.list_size_p90,
+           list_size_p99 = EXCLUDED.list_size_p99, list_size_max = EXCLUDED.list_size_max,
+           -- A cycle without a probe keeps the last measurement.
+           recall = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall ELSE EXCLUDED.recall END,
+           recall_ci_low = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall_ci_low ELSE EXCLUDED.recall_ci_low END,
+           recall_ci_high = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall_ci_high ELSE EXCLUDED.recall_ci_high END,
+           recall_setting = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall_setting ELSE EXCLUDED.recall_setting END,
+           recall_setting_value = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall_setting_value ELSE EXCLUDED.recall_setting_value END,
+           recall_at = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall_at ELSE EXCLUDED.recall_at END
+$$;
+
+-- The last figures from the history 0.1.0 kept.
+INSERT INTO ruvector_healing.index_stats
+SELECT DISTINCT ON (o.schema_name, o.index_name)
+       o.schema_name, o.index_name, o.index_oid, o.table_oid, o.observed_at,
+       (o.metrics->>'unreachable_ratio')::float8, (o.metrics->>'fragmentation')::float8,
+       (o.metrics->>'connectivity_score')::float8, (o.metrics->>'cluster_balance')::float8,
+       (o.metrics->>'centroid_drift')::float8, NULL, NULL, NULL, NULL,
+       r.recall, NULL, NULL, r.metrics->'recall_setting'->>'name',
+       (r.metrics->'recall_setting'->>'value')::int, r.observed_at
+  FROM ruvector_healing.observations o
+  LEFT JOIN LATERAL (SELECT x.recall, x.metrics, x.observed_at FROM ruvector_healing.observations x
+                      WHERE x.schema_name = o.schema_name AND x.index_name = o.index_name
+                        AND x.recall IS NOT NULL
+                      ORDER BY x.observed_at DESC LIMIT 1) r ON true
+ ORDER BY o.schema_name, o.index_name, o.observed_at DESC;
+
 -- The functions behind the views and the metrics.
 CREATE  FUNCTION "ruvector_dag_metrics"() RETURNS TEXT /* String */
 STRICT STABLE
@@ -603,26 +686,24 @@ SELECT c.oid AS indexrelid,
        pg_catalog.pg_stat_get_tuples_deleted(t.oid) - coalesce(w.n_tup_del, 0) AS rows_deleted,
        coalesce(w.since, 'stats_reset') AS writes_since,
        coalesce(w.counted_at, s.db_stats_reset) AS writes_counted_from,
-       (o.metrics->>'unreachable_ratio')::float8 AS unreachable_ratio,
-       (o.metrics->>'fragmentation')::float8 AS fragmentation,
-       (o.metrics->>'cluster_balance')::float8 AS list_balance,
-       (o.metrics->>'centroid_drift')::float8 AS centroid_drift,
-       (o.metrics->>'list_size_p50')::float8 AS list_size_p50,
-       (o.metrics->>'list_size_p90')::float8 AS list_size_p90,
-       (o.metrics->>'list_size_p99')::float8 AS list_size_p99,
-       (o.metrics->>'list_size_max')::float8 AS list_size_max,
-       r.recall,
-       (r.metrics->'recall_ci95'->>0)::float8 AS recall_ci_low,
-       (r.metrics->'recall_ci95'->>1)::float8 AS recall_ci_high,
+       st.unreachable_ratio,
+       st.fragmentation,
+       st.cluster_balance AS list_balance,
+       st.centroid_drift,
+       st.list_size_p50,
+       st.list_size_p90,
+       st.list_size_p99,
+       st.list_size_max,
+       st.recall,
+       st.recall_ci_low,
+       st.recall_ci_high,
        s.target AS recall_target,
-       r.metrics->'recall_setting'->>'name' AS recall_setting,
-       (r.metrics->'recall_setting'->>'value')::int AS recall_setting_value,
-       r.observed_at AS recall_at,
-       o.observed_at AS inspected_at,
-       ruvector_healing.health_score(r.recall, s.target,
-           (o.metrics->>'unreachable_ratio')::float8, (o.metrics->>'fragmentation')::float8,
-           (o.metrics->>'connectivity_score')::float8, (o.metrics->>'cluster_balance')::float8,
-           (o.metrics->>'centroid_drift')::float8) AS health_score,
+       st.recall_setting,
+       st.recall_setting_value,
+       st.recall_at,
+       st.inspected_at,
+       ruvector_healing.health_score(st.recall, s.target, st.unreachable_ratio, st.fragmentation,
+           st.connectivity_score, st.cluster_balance, st.centroid_drift) AS health_score,
        coalesce(iss.critical, 0) AS open_issues_critical,
        coalesce(iss.high, 0) AS open_issues_high,
        coalesce(iss.medium, 0) AS open_issues_medium,
@@ -652,15 +733,9 @@ SELECT c.oid AS indexrelid,
   LEFT JOIN ruvector_healing.index_writes w
          ON w.schema_name = n.nspname::text COLLATE "default"
         AND w.relname = c.relname::text COLLATE "default" AND w.index_oid = c.oid
-  LEFT JOIN LATERAL (SELECT ob.metrics, ob.observed_at FROM ruvector_healing.observations ob
-                      WHERE ob.schema_name = n.nspname::text COLLATE "default"
-                        AND ob.index_name = c.relname::text COLLATE "default"
-                      ORDER BY ob.observed_at DESC LIMIT 1) o ON true
-  LEFT JOIN LATERAL (SELECT ob.recall, ob.metrics, ob.observed_at FROM ruvector_healing.observations ob
-                      WHERE ob.schema_name = n.nspname::text COLLATE "default"
-                        AND ob.index_name = c.relname::text COLLATE "default"
-                        AND ob.recall IS NOT NULL
-                      ORDER BY ob.observed_at DESC LIMIT 1) r ON true
+  LEFT JOIN ruvector_healing.index_stats st
+         ON st.schema_name = n.nspname::text COLLATE "default"
+        AND st.relname = c.relname::text COLLATE "default"
   LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE i.severity = 'critical') AS critical,
                             count(*) FILTER (WHERE i.severity = 'high') AS high,
                             count(*) FILTER (WHERE i.severity = 'medium') AS medium,
@@ -689,7 +764,8 @@ SELECT c.oid AS indexrelid,
 CREATE VIEW ruvector_dag_repair_progress AS
 SELECT * FROM ruvector_healing.repair_progress();
 
-GRANT SELECT ON ruvector_healing.index_writes TO PUBLIC;
+GRANT SELECT ON ruvector_healing.index_writes, ruvector_healing.index_stats TO PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_healing.observe(oid, text, text, oid, jsonb, float8, float8) FROM PUBLIC;
 GRANT SELECT ON ruvector_dag_stat_indexes, ruvector_dag_repair_progress TO PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_healing.count_writes_from(oid, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_healing.keep_write_count(oid) FROM PUBLIC;

@@ -530,6 +530,10 @@ BEGIN
                                   'not_restored', 'pg_dump does not dump invalid indexes: the index kept for rollback was not restored')
                          ELSE backup END;
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    UPDATE ruvector_healing.index_stats
+       SET (index_oid, table_oid) = (SELECT coalesce(r.index_oid, 0), coalesce(r.table_oid, 0)
+                                       FROM ruvector_healing.index_by_name(schema_name, relname) r);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     -- Write counts start again: the restored tables' statistics began
     -- with the restore (the next cycle counts from its first look).
     DELETE FROM ruvector_healing.index_writes;
@@ -686,3 +690,66 @@ RETURNS void LANGUAGE sql VOLATILE AS $$
 $$;
 
 CREATE INDEX repairs_by_index ON ruvector_healing.repairs (schema_name, relname, repair_id);
+
+-- The last figures of each index (by name, as its observations), kept by
+-- the cycle with every observation so that the statistics view reads one
+-- row per index instead of searching the history.
+CREATE TABLE ruvector_healing.index_stats (
+    schema_name          text NOT NULL,
+    relname              text NOT NULL,
+    index_oid            oid NOT NULL,
+    table_oid            oid NOT NULL,  -- whose readers may see the row
+    inspected_at         timestamptz NOT NULL,
+    unreachable_ratio    float8,
+    fragmentation        float8,
+    connectivity_score   float8,
+    cluster_balance      float8,
+    centroid_drift       float8,
+    list_size_p50        float8,
+    list_size_p90        float8,
+    list_size_p99        float8,
+    list_size_max        float8,
+    -- The last recall measurement (kept while later cycles do not probe).
+    recall               float8,
+    recall_ci_low        float8,
+    recall_ci_high       float8,
+    recall_setting       text,
+    recall_setting_value int,
+    recall_at            timestamptz,
+    PRIMARY KEY (schema_name, relname)
+);
+SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.index_stats', '');
+ALTER TABLE ruvector_healing.index_stats ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON ruvector_healing.index_stats FOR SELECT
+    USING (ruvector_healing.visible(table_oid));
+
+-- Records one observation of an index and keeps its last figures.
+CREATE FUNCTION ruvector_healing.observe(idx oid, sch text, nm text, tbl oid, m jsonb, rec float8, ms float8)
+RETURNS void LANGUAGE sql VOLATILE AS $$
+    INSERT INTO ruvector_healing.observations
+           (index_oid, schema_name, index_name, table_oid, metrics, recall, probe_ms)
+    VALUES (idx, sch, nm, tbl, m, rec, ms);
+    INSERT INTO ruvector_healing.index_stats AS s
+    SELECT sch, nm, idx, tbl, now(),
+           (m->>'unreachable_ratio')::float8, (m->>'fragmentation')::float8,
+           (m->>'connectivity_score')::float8, (m->>'cluster_balance')::float8,
+           (m->>'centroid_drift')::float8, (m->>'list_size_p50')::float8,
+           (m->>'list_size_p90')::float8, (m->>'list_size_p99')::float8, (m->>'list_size_max')::float8,
+           rec, (m->'recall_ci95'->>0)::float8, (m->'recall_ci95'->>1)::float8,
+           m->'recall_setting'->>'name', (m->'recall_setting'->>'value')::int,
+           CASE WHEN rec IS NOT NULL THEN now() END
+    ON CONFLICT (schema_name, relname) DO UPDATE SET
+           index_oid = EXCLUDED.index_oid, table_oid = EXCLUDED.table_oid,
+           inspected_at = EXCLUDED.inspected_at, unreachable_ratio = EXCLUDED.unreachable_ratio,
+           fragmentation = EXCLUDED.fragmentation, connectivity_score = EXCLUDED.connectivity_score,
+           cluster_balance = EXCLUDED.cluster_balance, centroid_drift = EXCLUDED.centroid_drift,
+           list_size_p50 = EXCLUDED.list_size_p50, list_size_p90 = EXCLUDED.list_size_p90,
+           list_size_p99 = EXCLUDED.list_size_p99, list_size_max = EXCLUDED.list_size_max,
+           -- A cycle without a probe keeps the last measurement.
+           recall = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall ELSE EXCLUDED.recall END,
+           recall_ci_low = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall_ci_low ELSE EXCLUDED.recall_ci_low END,
+           recall_ci_high = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall_ci_high ELSE EXCLUDED.recall_ci_high END,
+           recall_setting = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall_setting ELSE EXCLUDED.recall_setting END,
+           recall_setting_value = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall_setting_value ELSE EXCLUDED.recall_setting_value END,
+           recall_at = CASE WHEN EXCLUDED.recall IS NULL THEN s.recall_at ELSE EXCLUDED.recall_at END
+$$;

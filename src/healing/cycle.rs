@@ -404,9 +404,7 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
                 &[(*oid).into()],
             );
             let _ = Spi::run_with_args(
-                "INSERT INTO ruvector_healing.observations
-                        (index_oid, schema_name, index_name, table_oid, metrics, recall, probe_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "SELECT ruvector_healing.observe($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     (*oid).into(),
                     schema.clone().into(),
@@ -682,6 +680,11 @@ fn run(db: u32) -> Outcome {
                 "DELETE FROM ruvector_healing.observations
                   WHERE observed_at < now() - make_interval(days => $1)",
                 &[days.into()],
+            );
+            // The last figures of indexes that no longer exist by that name.
+            let _ = Spi::run(
+                "DELETE FROM ruvector_healing.index_stats s
+                  WHERE (SELECT r.index_oid FROM ruvector_healing.index_by_name(s.schema_name, s.relname) r) IS NULL",
             );
             Spi::run_with_args(
                 "DELETE FROM ruvector_healing.issues

@@ -98,6 +98,7 @@ fn expectations(repair: i64) -> Vec<(&'static str, String, Expect)> {
         ("next_cycle_at", "SELECT ruvector_healing.next_cycle_at()".into(), Runs),
         ("health_score", "SELECT ruvector_healing.health_score(0.9, 0.95, 0, 0, 1, NULL, NULL)".into(), Runs),
         ("count_writes_from", "SELECT ruvector_healing.count_writes_from('a_idx'::regclass, 'build')".into(), Refused("42501")),
+        ("observe", "SELECT ruvector_healing.observe('a_idx'::regclass, 'public', 'a_idx', 'a'::regclass, '{}', NULL, NULL)".into(), Refused("42501")),
         ("keep_write_count", "SELECT ruvector_healing.keep_write_count('a_idx'::regclass)".into(), Refused("42501")),
     ]
 }

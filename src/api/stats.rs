@@ -38,24 +38,80 @@ fn ruvector_dag_stat_reset() -> JsonB {
     )
 }
 
+/// The number columns of the statistics view the metrics read, in the
+/// order `VIEW_QUERY` selects them (after five text columns).
+const NUMS: [&str; 27] = [
+    "size_bytes",
+    "idx_scan",
+    "rows_inserted",
+    "rows_updated",
+    "rows_deleted",
+    "unreachable_ratio",
+    "fragmentation",
+    "list_balance",
+    "centroid_drift",
+    "list_size_p50",
+    "list_size_p90",
+    "list_size_p99",
+    "list_size_max",
+    "recall",
+    "recall_ci_low",
+    "recall_target",
+    "recall_setting_value",
+    "recall_at",
+    "inspected_at",
+    "health_score",
+    "open_issues_critical",
+    "open_issues_high",
+    "open_issues_medium",
+    "open_issues_low",
+    "last_repair_at",
+    "last_repair_failed",
+    "circuit_breaker_open",
+];
+
+/// Typed columns (no JSON on the way: a scrape every 15 s should cost
+/// little); times as seconds since the epoch, as the format wants them.
+const VIEW_QUERY: &str = "SELECT schemaname, relname, indexrelname, am, recall_setting,
+        size_bytes::float8, idx_scan::float8, rows_inserted::float8, rows_updated::float8,
+        rows_deleted::float8, unreachable_ratio, fragmentation, list_balance, centroid_drift,
+        list_size_p50, list_size_p90, list_size_p99, list_size_max, recall, recall_ci_low,
+        recall_target, recall_setting_value::float8, extract(epoch FROM recall_at)::float8,
+        extract(epoch FROM inspected_at)::float8, health_score::float8,
+        open_issues_critical::float8, open_issues_high::float8, open_issues_medium::float8,
+        open_issues_low::float8, extract(epoch FROM last_repair_at)::float8,
+        (coalesce(last_repair_status, '') IN ('failed', 'rollback_failed'))::int::float8,
+        circuit_breaker_open::int::float8
+   FROM ruvector_dag_stat_indexes ORDER BY schemaname, indexrelname";
+
 /// One row of the statistics view, as the metrics need it.
-fn view_rows() -> Vec<Value> {
+struct ViewRow {
+    /// schema, table, index, am, recall setting.
+    text: [String; 5],
+    nums: [Option<f64>; NUMS.len()],
+}
+
+impl ViewRow {
+    fn num(&self, column: &str) -> Option<f64> {
+        let i = NUMS.iter().position(|c| *c == column)?;
+        self.nums[i]
+    }
+}
+
+fn view_rows() -> Vec<ViewRow> {
     Spi::connect(|c| {
-        c.select(
-            // Times as seconds since the epoch, as the format wants them.
-            "SELECT to_jsonb(s) || jsonb_build_object(
-                        'recall_at', extract(epoch FROM s.recall_at),
-                        'inspected_at', extract(epoch FROM s.inspected_at),
-                        'last_repair_at', extract(epoch FROM s.last_repair_at))
-               FROM ruvector_dag_stat_indexes s ORDER BY schemaname, indexrelname",
-            None,
-            &[],
-        )
-        .map(|rows| {
-            rows.filter_map(|r| r.get::<JsonB>(1).ok().flatten().map(|j| j.0))
+        c.select(VIEW_QUERY, None, &[])
+            .map(|rows| {
+                rows.map(|r| {
+                    let text = std::array::from_fn(|i| {
+                        r.get::<String>(i + 1).ok().flatten().unwrap_or_default()
+                    });
+                    let nums = std::array::from_fn(|i| r.get::<f64>(i + 6).ok().flatten());
+                    ViewRow { text, nums }
+                })
                 .collect()
-        })
-        .unwrap_or_default()
+            })
+            .unwrap_or_default()
     })
 }
 
@@ -75,81 +131,66 @@ fn ruvector_dag_metrics() -> String {
     let db = current_database();
     let mut f = Families::default();
     for r in view_rows() {
-        let labels = || {
-            vec![
-                ("database", db.clone()),
-                ("schema", r["schemaname"].as_str().unwrap_or("").to_string()),
-                ("table", r["relname"].as_str().unwrap_or("").to_string()),
-                (
-                    "index",
-                    r["indexrelname"].as_str().unwrap_or("").to_string(),
-                ),
-                ("am", r["am"].as_str().unwrap_or("").to_string()),
-            ]
-        };
-        let with = |extra: (&'static str, &str)| {
-            let mut l = labels();
-            l.push((extra.0, extra.1.to_string()));
+        let [schema, table, index, am, setting] = &r.text;
+        let base = vec![
+            ("database", db.clone()),
+            ("schema", schema.clone()),
+            ("table", table.clone()),
+            ("index", index.clone()),
+            ("am", am.clone()),
+        ];
+        let with = |k: &'static str, v: &str| {
+            let mut l = base.clone();
+            l.push((k, v.to_string()));
             l
         };
-        let num = |k: &str| r[k].as_f64();
-        let put = |fam: &mut Family, v: Option<f64>| {
-            if let Some(v) = v {
-                fam.push(labels(), v);
+        for (fam, column) in [
+            (&mut f.size, "size_bytes"),
+            (&mut f.scans, "idx_scan"),
+            (&mut f.unreachable, "unreachable_ratio"),
+            (&mut f.fragmentation, "fragmentation"),
+            (&mut f.balance, "list_balance"),
+            (&mut f.drift, "centroid_drift"),
+            (&mut f.recall, "recall"),
+            (&mut f.recall_low, "recall_ci_low"),
+            (&mut f.target, "recall_target"),
+            (&mut f.health, "health_score"),
+            (&mut f.recall_at, "recall_at"),
+            (&mut f.inspected_at, "inspected_at"),
+            (&mut f.repair_at, "last_repair_at"),
+            (&mut f.repair_failed, "last_repair_failed"),
+            (&mut f.breaker, "circuit_breaker_open"),
+        ] {
+            if let Some(v) = r.num(column) {
+                fam.push(base.clone(), v);
             }
-        };
-        put(&mut f.size, num("size_bytes"));
-        put(&mut f.scans, num("idx_scan"));
-        put(&mut f.unreachable, num("unreachable_ratio"));
-        put(&mut f.fragmentation, num("fragmentation"));
-        put(&mut f.balance, num("list_balance"));
-        put(&mut f.drift, num("centroid_drift"));
-        put(&mut f.recall, num("recall"));
-        put(&mut f.recall_low, num("recall_ci_low"));
-        put(&mut f.target, num("recall_target"));
-        put(&mut f.health, num("health_score"));
-        put(&mut f.recall_at, num("recall_at"));
-        put(&mut f.inspected_at, num("inspected_at"));
-        put(&mut f.repair_at, num("last_repair_at"));
-        if let Some(v) = num("recall_setting_value") {
-            f.setting.push(
-                with(("setting", r["recall_setting"].as_str().unwrap_or(""))),
-                v,
-            );
         }
-        for (op, k) in [
+        if let Some(v) = r.num("recall_setting_value") {
+            f.setting.push(with("setting", setting), v);
+        }
+        for (op, column) in [
             ("insert", "rows_inserted"),
             ("update", "rows_updated"),
             ("delete", "rows_deleted"),
         ] {
-            if let Some(v) = num(k) {
-                f.writes.push(with(("op", op)), v);
+            if let Some(v) = r.num(column) {
+                f.writes.push(with("op", op), v);
             }
         }
-        for (q, k) in [
+        for (p, column) in [
             ("50", "list_size_p50"),
             ("90", "list_size_p90"),
             ("99", "list_size_p99"),
             ("100", "list_size_max"),
         ] {
-            if let Some(v) = num(k) {
-                f.list_size.push(with(("percentile", q)), v);
+            if let Some(v) = r.num(column) {
+                f.list_size.push(with("percentile", p), v);
             }
         }
         for sev in ["critical", "high", "medium", "low"] {
-            f.issues.push(
-                with(("severity", sev)),
-                num(&format!("open_issues_{sev}")).unwrap_or(0.0),
-            );
+            let v = r.num(&format!("open_issues_{sev}")).unwrap_or(0.0);
+            f.issues.push(with("severity", sev), v);
         }
-        let failed = matches!(
-            r["last_repair_status"].as_str(),
-            Some("failed" | "rollback_failed")
-        );
-        f.repair_failed
-            .push(labels(), if failed { 1.0 } else { 0.0 });
-        let open = r["circuit_breaker_open"].as_bool().unwrap_or(false);
-        f.breaker.push(labels(), if open { 1.0 } else { 0.0 });
     }
     // This database's cycles (shared memory).
     if let Some(st) = crate::healing::state::snapshot() {

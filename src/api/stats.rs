@@ -3,13 +3,15 @@
 //! `ruvector_dag_stat_reset()`, and the functions behind the views
 //! (`ruvector_healing.next_cycle_at()`, `ruvector_healing.repair_progress()`).
 
+use std::cell::RefCell;
+
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
-use pgrx::spi::Spi;
+use pgrx::spi::{OwnedPreparedStatement, Spi};
 use pgrx::{pg_sys, JsonB};
 use serde_json::{json, Value};
 
-use crate::prometheus::{render, Family};
+use crate::prometheus::{render, Family, Labels};
 
 /// A Unix time in milliseconds as a timestamp (PostgreSQL counts
 /// microseconds from 2000-01-01).
@@ -98,9 +100,23 @@ impl ViewRow {
     }
 }
 
+thread_local! {
+    /// `VIEW_QUERY` planned once per backend: a scraper connects once and
+    /// calls every 15 s (PostgreSQL replans it when the view changes).
+    static VIEW_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+}
+
 fn view_rows() -> Vec<ViewRow> {
     Spi::connect(|c| {
-        c.select(VIEW_QUERY, None, &[])
+        VIEW_PLAN.with(|plan| {
+            let mut plan = plan.borrow_mut();
+            if plan.is_none() {
+                *plan = c.prepare(VIEW_QUERY, &[]).ok().map(|p| p.keep());
+            }
+            match plan.as_ref() {
+                Some(p) => c.select(p, None, &[]),
+                None => c.select(VIEW_QUERY, None, &[]),
+            }
             .map(|rows| {
                 rows.map(|r| {
                     let text = std::array::from_fn(|i| {
@@ -112,6 +128,7 @@ fn view_rows() -> Vec<ViewRow> {
                 .collect()
             })
             .unwrap_or_default()
+        })
     })
 }
 
@@ -132,18 +149,14 @@ fn ruvector_dag_metrics() -> String {
     let mut f = Families::default();
     for r in view_rows() {
         let [schema, table, index, am, setting] = &r.text;
-        let base = vec![
-            ("database", db.clone()),
-            ("schema", schema.clone()),
-            ("table", table.clone()),
-            ("index", index.clone()),
-            ("am", am.clone()),
-        ];
-        let with = |k: &'static str, v: &str| {
-            let mut l = base.clone();
-            l.push((k, v.to_string()));
-            l
-        };
+        let base = Labels::new(&[
+            ("database", &db),
+            ("schema", schema),
+            ("table", table),
+            ("index", index),
+            ("am", am),
+        ]);
+        let with = |k: &str, v: &str| base.with(k, v);
         for (fam, column) in [
             (&mut f.size, "size_bytes"),
             (&mut f.scans, "idx_scan"),
@@ -196,7 +209,7 @@ fn ruvector_dag_metrics() -> String {
     if let Some(st) = crate::healing::state::snapshot() {
         let me = unsafe { pg_sys::MyDatabaseId }.to_u32();
         if let Some(s) = st.slots.iter().find(|s| s.dboid == me) {
-            let l = vec![("database", db.clone())];
+            let l = Labels::new(&[("database", &db)]);
             f.cycles.push(l.clone(), s.cycles as f64);
             f.cycle_seconds
                 .push(l.clone(), s.last_duration_ms as f64 / 1000.0);
@@ -209,7 +222,7 @@ fn ruvector_dag_metrics() -> String {
             }
         }
         // The whole cluster's counters.
-        let cl = || vec![("scope", "cluster".to_string())];
+        let cl = || Labels::new(&[("scope", "cluster")]);
         f.checks.push(cl(), st.checks_performed as f64);
         f.detected.push(cl(), st.issues_detected as f64);
         f.wakeups.push(cl(), st.launcher_ticks as f64);
@@ -227,9 +240,7 @@ fn ruvector_dag_metrics() -> String {
                 ("cancelled", c.cancelled),
                 ("refused", c.refused),
             ] {
-                let mut l = cl();
-                l.push(("outcome", outcome.to_string()));
-                f.repairs.push(l, n as f64);
+                f.repairs.push(cl().with("outcome", outcome), n as f64);
             }
             f.repair_seconds.push(cl(), c.total_ms as f64 / 1000.0);
         }
@@ -422,8 +433,7 @@ mod ruvector_healing {
         ),
     > {
         let caller = unsafe { pg_sys::GetOuterUserId() };
-        let rate = crate::repair::plan::median_rate(crate::repair::journal::build_rates())
-            .unwrap_or(crate::repair::plan::DEFAULT_BUILD_BYTES_PER_S);
+
         let out: Vec<_> = running(caller)
             .into_iter()
             .map(|r| {
@@ -437,9 +447,15 @@ mod ruvector_healing {
                     int("tuples_total"),
                 );
                 let percent = crate::repair::plan::progress_percent(bd, bt, td, tt);
-                // From the build rate of past rebuilds, per byte of index.
+                // At the build rate of past rebuilds of comparable size.
                 let eta = match (r.index_bytes, r.building_s) {
-                    (Some(b), Some(e)) if r.phase == "building" => Some((b / rate - e).max(0.0)),
+                    (Some(b), Some(e)) if r.phase == "building" => {
+                        let rate = crate::repair::plan::median_rate(
+                            crate::repair::journal::build_rates(Some(b)),
+                        )
+                        .unwrap_or(crate::repair::plan::DEFAULT_BUILD_BYTES_PER_S);
+                        Some((b / rate - e).max(0.0))
+                    }
                     _ => None,
                 };
                 let build_phase = p["phase"].as_str().map(str::to_string);

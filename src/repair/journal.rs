@@ -217,8 +217,18 @@ pub fn purge(retention_days: i32) -> i64 {
 }
 
 /// Build rates (bytes of the replaced index per second of its build) of
-/// the last five rebuilds of this database that got as far as validation.
-pub fn build_rates() -> Vec<f64> {
+/// the last five rebuilds of this database that got as far as validation;
+/// with `near`, of indexes within a factor of four of that size (build
+/// rates fall as indexes outgrow memory), else of any size.
+pub fn build_rates(near: Option<f64>) -> Vec<f64> {
+    let comparable = rates_query(near);
+    if near.is_some() && !comparable.is_empty() {
+        return comparable;
+    }
+    rates_query(None)
+}
+
+fn rates_query(near: Option<f64>) -> Vec<f64> {
     Spi::connect(|c| {
         c.select(
             "SELECT (r.plan->'preview'->>'index_bytes')::float8
@@ -228,9 +238,11 @@ pub fn build_rates() -> Vec<f64> {
                JOIN ruvector_healing.repair_steps v ON v.repair_id = r.repair_id AND v.step = 'validating'
               WHERE r.strategy = 'rebuild' AND v.at > b.at
                 AND (r.plan->'preview'->>'index_bytes')::float8 > 0
+                AND ($1::float8 IS NULL
+                     OR (r.plan->'preview'->>'index_bytes')::float8 BETWEEN $1 / 4 AND $1 * 4)
               ORDER BY r.repair_id DESC LIMIT 5",
             None,
-            &[],
+            &[near.into()],
         )
         .map(|rows| rows.filter_map(|r| r.get::<f64>(1).ok().flatten()).collect())
         .unwrap_or_default()

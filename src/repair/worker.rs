@@ -185,11 +185,16 @@ pub(crate) fn repair(id: i64) {
     }
     // A rebuild gets the time its build needs (see plan::repair_timeout_s).
     let timeout_s = match row.strategy {
-        Strategy::Rebuild => plan::repair_timeout_s(
-            s.timeout_s,
-            super::guards::estimated_bytes(&row, &facts),
-            tx(journal::build_rates).ok().and_then(plan::median_rate),
-        ),
+        Strategy::Rebuild => {
+            let bytes = super::guards::estimated_bytes(&row, &facts);
+            plan::repair_timeout_s(
+                s.timeout_s,
+                bytes,
+                tx(|| journal::build_rates(Some(bytes as f64)))
+                    .ok()
+                    .and_then(plan::median_rate),
+            )
+        }
         _ => s.timeout_s,
     };
     let _ = tx(|| {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of ruvector_dag_index_health() on a pgvector HNSW and IVFFlat
-# index, measured against pg_prewarm() of the same index. See bench/README.md.
+# index, and of its verification (ruvector_dag_verify_index), measured against
+# pg_prewarm() of the same index. See bench/README.md.
 #
 #   bash bench/inspect.sh                      # 200,000 x 128, 5 repeats
 #   ROWS=50000 REPEAT=3 bash bench/inspect.sh  # smaller / quicker
@@ -184,6 +185,10 @@ BEGIN
         report := ruvector_dag_index_health(idx);
     ELSIF what = 'prewarm' THEN
         blocks := pg_prewarm(idx);
+    ELSIF what = 'verify' THEN
+        SELECT count(*) INTO blocks FROM ruvector_dag_verify_index(idx, false);
+    ELSIF what = 'verify_heap' THEN
+        SELECT count(*) INTO blocks FROM ruvector_dag_verify_index(idx, true);
     ELSIF what <> 'noop' THEN
         RAISE EXCEPTION 'unknown bench_time mode %', what;
     END IF;
@@ -364,10 +369,10 @@ done
 # --- cold: each measurement right after its own restart (shared buffers
 # empty, index files in the OS page cache). Inspection and prewarm alternate,
 # so that background load on the machine hits both alike.
-log "Cold runs: $REPEAT x {restart, inspect} and {restart, pg_prewarm} per index"
+log "Cold runs: $REPEAT x {restart, X} per index for X in inspect, pg_prewarm, verify, verify with heapallindexed"
 for (( r = 1; r <= REPEAT; r++ )); do
     for idx in "$HNSW_IDX" "$IVF_IDX"; do
-        for what in inspect prewarm; do
+        for what in inspect prewarm verify verify_heap; do
             restart_cold
             line="$(measure_fresh "$what" "$idx")"
             record "$idx" cold "$line"
@@ -536,6 +541,24 @@ for idx in "$HNSW_IDX" "$IVF_IDX"; do
         line+=" | RSS check $(fmt '%.1f' "$rss_pe") B/entry"
     fi
     SUMMARY+=("$line")
+    # Verification (bench_time returns the violations in "blocks": none
+    # for these sound indexes).
+    mapfile -t cv < <(col ms "$idx" cold verify)
+    mapfile -t cvh < <(col ms "$idx" cold verify_heap)
+    bad="$( (col blocks "$idx" cold verify; col blocks "$idx" cold verify_heap) | awk '$1 != 0' | wc -l)"
+    v_ratio="$(calc "$(median "${cv[@]}") / $mcp")"; vh_ratio="$(calc "$(median "${cvh[@]}") / $mcp")"
+    echo "  cold verify           $(spread "${cv[@]}") ms = $(fmt '%.2f' "$v_ratio") x pg_prewarm;" \
+         "with heapallindexed $(spread "${cvh[@]}") ms = $(fmt '%.2f' "$vh_ratio") x"
+    SUMMARY+=("$(printf '%-8s verify: %s ms = %s x prewarm, with heapallindexed %s ms = %s x' "$kind" \
+        "$(fmt '%.1f' "$(median "${cv[@]}")")" "$(fmt '%.2f' "$v_ratio")" \
+        "$(fmt '%.1f' "$(median "${cvh[@]}")")" "$(fmt '%.2f' "$vh_ratio")")")
+    if (( bad > 0 )); then
+        SUMMARY+=("         verification reported violations on a sound index: FAIL"); goals_ok=0
+    elif awk -v r="$v_ratio" 'BEGIN {exit !(r <= 3)}'; then
+        SUMMARY+=("         goal verify / prewarm <= 3: PASS")
+    else
+        SUMMARY+=("         goal verify / prewarm <= 3: MISS"); goals_ok=0
+    fi
     if awk -v r="$cold_ratio" 'BEGIN {exit !(r <= 2)}'; then
         SUMMARY+=("         goal cold ratio <= 2: PASS")
     else

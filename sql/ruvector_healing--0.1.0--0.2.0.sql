@@ -562,6 +562,9 @@ CREATE TABLE ruvector_healing.index_stats (
     recall_setting       text,
     recall_setting_value int,
     recall_at            timestamptz,
+    -- The last verification (ruvector.dag_healing_verify_interval_s).
+    verified_at          timestamptz,
+    verify_violations    bigint,
     PRIMARY KEY (schema_name, relname)
 );
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.index_stats', '');
@@ -702,6 +705,8 @@ SELECT c.oid AS indexrelid,
        st.recall_setting_value,
        st.recall_at,
        st.inspected_at,
+       st.verified_at,
+       st.verify_violations,
        ruvector_healing.health_score(st.recall, s.target, st.unreachable_ratio, st.fragmentation,
            st.connectivity_score, st.cluster_balance, st.centroid_drift) AS health_score,
        coalesce(iss.critical, 0) AS open_issues_critical,
@@ -771,6 +776,21 @@ REVOKE ALL ON FUNCTION ruvector_healing.count_writes_from(oid, text) FROM PUBLIC
 REVOKE ALL ON FUNCTION ruvector_healing.keep_write_count(oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_dag_stat_reset() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ruvector_dag_stat_reset() TO ruvector_healer;
+
+-- ---------------------------------------------------------------- verification
+CREATE  FUNCTION "ruvector_dag_verify_index"(
+	"index" regclass, /* Option < Regclass > */
+	"heapallindexed" bool DEFAULT false /* bool */
+) RETURNS TABLE (
+	"index_name" TEXT,  /* String */
+	"kind" TEXT,  /* String */
+	"block" bigint,  /* Option < i64 > */
+	"offset" INT,  /* Option < i32 > */
+	"detail" TEXT  /* String */
+)
+VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ruvector_dag_verify_index_wrapper';
 
 -- ---------------------------------------------------------------- grants
 REVOKE ALL ON FUNCTION ruvector_healing.adopt_restored() FROM PUBLIC;

@@ -716,6 +716,9 @@ CREATE TABLE ruvector_healing.index_stats (
     recall_setting       text,
     recall_setting_value int,
     recall_at            timestamptz,
+    -- The last verification (ruvector.dag_healing_verify_interval_s).
+    verified_at          timestamptz,
+    verify_violations    bigint,
     PRIMARY KEY (schema_name, relname)
 );
 SELECT pg_catalog.pg_extension_config_dump('ruvector_healing.index_stats', '');

@@ -27,6 +27,7 @@ pub static MAINTENANCE_WINDOW: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(None);
 pub static RECALL_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static RECALL_SAMPLE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static VERIFY_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static TEST_PAUSE_AT: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(None);
 /// `ruvector.dag_healing_allow_option_changes` (see `diagnose::options::Allowance`).
@@ -243,6 +244,16 @@ pub fn init() {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"ruvector.dag_healing_verify_interval_s",
+        c"How often the background cycle verifies each index's invariants and that every visible row is indexed (0 = never).",
+        c"A verification reads the index twice and scans the table once, under AccessShareLock.",
+        &VERIFY_INTERVAL_S,
+        0,
+        2_592_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"ruvector.dag_healing_recall_sample_size",
         c"Sampled queries per recall probe of the background cycle.",
         c"",
@@ -286,6 +297,7 @@ pub struct HealingConfig {
     pub auto_repair: bool,
     pub maintenance_window: String,
     pub recall_interval_s: i32,
+    pub verify_interval_s: i32,
     pub recall_sample_size: i32,
 }
 
@@ -310,6 +322,7 @@ impl HealingConfig {
             auto_repair: AUTO_REPAIR.get(),
             maintenance_window: maintenance_window(),
             recall_interval_s: RECALL_INTERVAL_S.get(),
+            verify_interval_s: VERIFY_INTERVAL_S.get(),
             recall_sample_size: RECALL_SAMPLE_SIZE.get(),
         }
     }

@@ -20,6 +20,7 @@ pub mod release;
 pub mod repair;
 pub mod sql;
 pub mod upgrade;
+pub mod verify;
 
 ::pgrx::pg_module_magic!();
 

@@ -72,4 +72,14 @@ SELECT r->'elements_total' AS total, r->'unreachable' AS unreachable, r->'connec
   FROM ruvector_dag_index_health('he_idx') r;
 SELECT * FROM ruvector_dag_hnsw_levels('he_idx');
 
+-- Verification: sound indexes of every kind report no violation (the
+-- NOTICE says what was checked; edge counts vary between builds, so only
+-- the empty index's is shown); a NULL index is refused.
+SET client_min_messages = warning;
+SELECT * FROM unnest(ARRAY['hb_bit', 'hb_sparse']::regclass[]) i,
+       ruvector_dag_verify_index(i, heapallindexed => true) v;
+RESET client_min_messages;
+SELECT * FROM ruvector_dag_verify_index('he_idx', heapallindexed => true);
+SELECT * FROM ruvector_dag_verify_index(NULL);
+
 DROP TABLE h, hb, he;

@@ -43,4 +43,7 @@ SELECT r->>'index' AS index, r->>'metric' AS metric, r->>'type' AS type, r->'tup
   FROM unnest(ARRAY['v_cos', 'v_ip', 'v_half', 'vb_bit']::regclass[]) i,
        ruvector_dag_index_health(i) r ORDER BY 1;
 
+SELECT * FROM unnest(ARRAY['v_cos', 'v_ip', 'v_half', 'vb_bit']::regclass[]) i,
+       ruvector_dag_verify_index(i, heapallindexed => true) v;
+
 DROP TABLE v, vb;

@@ -8,3 +8,4 @@ pub mod recall;
 pub mod repair;
 pub mod stats;
 pub mod status;
+pub mod verify;

@@ -98,6 +98,8 @@ pub enum Cause {
     DataDrift,
     SearchSetting,
     Inherent,
+    /// The index's pages break pgvector's invariants.
+    Corruption,
     /// The evidence a decision needs could not be gathered.
     Undetermined,
 }
@@ -110,6 +112,7 @@ impl Cause {
             Cause::DataDrift => "data_drift",
             Cause::SearchSetting => "search_setting",
             Cause::Inherent => "inherent",
+            Cause::Corruption => "corruption",
             Cause::Undetermined => "undetermined",
         }
     }
@@ -173,7 +176,10 @@ pub fn needs_trials(
     max_dead_share: f64,
 ) -> bool {
     match kind {
-        IssueKind::DeadTuples | IssueKind::Fragmentation | IssueKind::InvalidIndex => false,
+        IssueKind::DeadTuples
+        | IssueKind::Fragmentation
+        | IssueKind::InvalidIndex
+        | IssueKind::Corruption => false,
         _ if dead_share > max_dead_share => false,
         _ if am == Am::Hnsw && deleted_share >= CHURN_DELETED_SHARE => false,
         _ => true,
@@ -416,6 +422,24 @@ fn ivfflat(e: &Evidence) -> Diagnosis {
             needs_person: false,
         };
     }
+    // Centers as good as new, but as many lists as the table's size calls
+    // for reach more at the same probes: the option is wrong, not the data.
+    if let (Some(lists), Some(sized)) = (e.lists_for_rows, e.trials.get(1)) {
+        if sized.recall.recall > o.recall.recall + clear_margin(&sized.recall, &o.recall) {
+            return Diagnosis {
+                cause: Cause::BuildOptions,
+                remedy: Remedy::Rebuild {
+                    options: Some(BuildOptions::ivfflat(lists)),
+                },
+                reason: format!(
+                    "recall at {} = {} is {:.3}; on a sample of {} rows a fresh build with the same lists reaches {:.3}, with lists = {lists} (for the table's size) {:.3}: the lists are wrong for the table's size",
+                    o.setting, o.value, o.recall.recall, fresh.rows, fresh.recall.recall, sized.recall.recall
+                ),
+                impact: impact(e, Some(sized)),
+                needs_person: false,
+            };
+        }
+    }
     setting_or_inherent(
         e,
         Some(fresh),
@@ -456,6 +480,20 @@ pub fn diagnose_invalid() -> Diagnosis {
     }
 }
 
+/// A verification found broken invariants: whatever broke them (a bug, a
+/// storage fault), the table still holds every row, and a rebuild writes
+/// the index anew from it; the new index is verified before it is swapped
+/// in.
+pub fn diagnose_corruption() -> Diagnosis {
+    Diagnosis {
+        cause: Cause::Corruption,
+        remedy: Remedy::Rebuild { options: None },
+        reason: "the verification found pages that break pgvector's invariants (see the issue's violations)".into(),
+        impact: json!({"queries": "may miss rows, return wrong neighbours or fail"}),
+        needs_person: false,
+    }
+}
+
 /// The diagnosis of one issue.
 pub fn diagnose(e: &Evidence) -> Diagnosis {
     match e.kind {
@@ -475,6 +513,7 @@ pub fn diagnose(e: &Evidence) -> Diagnosis {
             )
         }
         IssueKind::InvalidIndex => return diagnose_invalid(),
+        IssueKind::Corruption => return diagnose_corruption(),
         _ => {}
     }
     if e.dead_share > e.max_dead_share {
@@ -715,6 +754,45 @@ mod tests {
             },
             "40 lists lose recall at the same probes: keep 20"
         );
+    }
+
+    #[test]
+    fn too_many_lists_for_the_size_are_build_options() {
+        // Centers as good as new (the same lists reach no more), but 100
+        // lists on a table that calls for 20 split neighbors over lists.
+        let same = Trial {
+            options: BuildOptions::ivfflat(100),
+            rows: 2000,
+            unreachable_ratio: None,
+            recall: r(0.52),
+            build_ms: 30.0,
+        };
+        let sized = Trial {
+            options: BuildOptions::ivfflat(20),
+            recall: r(0.81),
+            ..same.clone()
+        };
+        let mut e = evidence(IssueKind::LowRecall, vec![same, sized], None);
+        e.am = Am::IvfFlat;
+        e.current = BuildOptions::ivfflat(100);
+        e.lists_for_rows = Some(20);
+        e.outcome = Some(Outcome {
+            setting: "ivfflat.probes".into(),
+            value: 1,
+            recall: r(0.55),
+            ci: (0.50, 0.60),
+        });
+        let d = diagnose(&e);
+        assert_eq!(d.cause, Cause::BuildOptions, "{}", d.reason);
+        assert_eq!(
+            d.remedy,
+            Remedy::Rebuild {
+                options: Some(BuildOptions::ivfflat(20))
+            }
+        );
+        // Without a sized trial that does clearly better: nothing to rebuild.
+        e.trials[1].recall = r(0.57);
+        assert_ne!(diagnose(&e).cause, Cause::BuildOptions);
     }
 
     #[test]

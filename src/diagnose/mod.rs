@@ -21,6 +21,8 @@ pub enum IssueKind {
     DeadTuples,
     /// Recall at the production search setting below the target.
     LowRecall,
+    /// The index breaks pgvector's invariants (`crate::verify`).
+    Corruption,
 }
 
 impl IssueKind {
@@ -34,10 +36,11 @@ impl IssueKind {
             IssueKind::InvalidIndex => "invalid_index",
             IssueKind::DeadTuples => "dead_tuples",
             IssueKind::LowRecall => "low_recall",
+            IssueKind::Corruption => "corruption",
         }
     }
 
-    pub const ALL: [IssueKind; 8] = [
+    pub const ALL: [IssueKind; 9] = [
         IssueKind::Fragmentation,
         IssueKind::UnreachableElements,
         IssueKind::PoorConnectivity,
@@ -46,6 +49,7 @@ impl IssueKind {
         IssueKind::InvalidIndex,
         IssueKind::DeadTuples,
         IssueKind::LowRecall,
+        IssueKind::Corruption,
     ];
 
     pub fn parse(name: &str) -> Option<IssueKind> {

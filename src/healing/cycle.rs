@@ -251,6 +251,24 @@ fn recall_due(schema: &str, index: &str) -> bool {
     .unwrap_or(true)
 }
 
+/// Whether the index is due for a verification
+/// (`ruvector.dag_healing_verify_interval_s`; never when 0).
+fn verify_due(schema: &str, index: &str) -> bool {
+    let every = config::VERIFY_INTERVAL_S.get();
+    if every <= 0 {
+        return false;
+    }
+    crate::sql::get_one::<bool>(
+        "SELECT NOT EXISTS (SELECT 1 FROM ruvector_healing.index_stats
+                             WHERE schema_name = $1 AND relname = $2
+                               AND verified_at > now() - make_interval(secs => $3))",
+        &[schema.into(), index.into(), (every as f64).into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(true)
+}
+
 /// The low-recall issue of a production-recall measurement, if the rule
 /// fires (the interval's upper bound under the target).
 fn low_recall_issue(o: &crate::diagnose::cause::Outcome) -> Option<(String, u32, Value)> {
@@ -285,6 +303,7 @@ struct Seen {
     policy: crate::healing::policy::Policy,
     outcome: Option<crate::diagnose::cause::Outcome>,
     probed: bool,
+    verified: bool,
 }
 
 /// Inspects, observes, records and diagnoses the issues of one table's
@@ -361,6 +380,30 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
         } else {
             None
         };
+        // Verification, on its own schedule (off by default).
+        let verified = verify_due(schema, name).then(|| {
+            step(
+                unsafe { pg_sys::MyDatabaseId }.to_u32(),
+                &format!("verifying {qualified}"),
+            );
+            crate::verify::server::verify_index(
+                &crate::inspect::relation::resolve(Some(*oid)),
+                true,
+            )
+        });
+        if let Some(v) = verified.as_ref().filter(|v| v.violation_count > 0) {
+            use crate::diagnose::{priority, IssueKind, Severity};
+            found.push((
+                index_name.clone(),
+                "corruption".into(),
+                "critical".into(),
+                priority(IssueKind::Corruption, Severity::Critical, 0.5),
+                json!({"violations": v.violation_count,
+                       "first": &v.violations[..v.violations.len().min(20)],
+                       "heap_rows_checked": v.heap_rows_checked,
+                       "rule": "ruvector_dag_verify_index(index, heapallindexed => true) found broken invariants"}),
+            ));
+        }
         if let Some((o, ms)) = &probed {
             current.push(("recall", o.recall.recall, Bad::Low));
             current.push(("probe_ms", *ms, Bad::High));
@@ -415,6 +458,14 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
                     probed.as_ref().map(|p| p.1).into(),
                 ],
             );
+            // After observe(), which makes the index's row the first time.
+            if let Some(v) = &verified {
+                let _ = Spi::run_with_args(
+                    "UPDATE ruvector_healing.index_stats SET verified_at = now(), verify_violations = $3
+                      WHERE schema_name = $1 AND relname = $2",
+                    &[schema.clone().into(), name.clone().into(), (v.violation_count as i64).into()],
+                );
+            }
         }
         seen.push(Seen {
             oid: *oid,
@@ -427,6 +478,7 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
                 .unwrap_or_default(),
             outcome: probed.map(|p| p.0),
             probed: due,
+            verified: verified.is_some(),
         });
     }
     if standby {
@@ -479,14 +531,20 @@ fn check_table(table: pg_sys::Oid, indexes: &[Monitored], standby: bool, out: &m
                           "repair": d["remedy"]["strategy"], "needs_person": d["needs_person"]}));
         }
     }
-    // A low-recall issue stays open until a probe measures again.
-    for s in seen.iter().filter(|s| !s.probed) {
-        if let Ok(Some(id)) = crate::sql::get_one::<i64>(
-            "SELECT issue_id FROM ruvector_healing.issues
-              WHERE index_oid = $1 AND kind = 'low_recall' AND status = 'open'",
-            &[s.oid.into()],
-        ) {
-            kept.push(id);
+    // A low-recall issue stays open until a probe measures again, a
+    // corruption until a verification runs again.
+    for s in &seen {
+        for (kind, measured) in [("low_recall", s.probed), ("corruption", s.verified)] {
+            if measured {
+                continue;
+            }
+            if let Ok(Some(id)) = crate::sql::get_one::<i64>(
+                "SELECT issue_id FROM ruvector_healing.issues
+                  WHERE index_oid = $1 AND kind = $2 AND status = 'open'",
+                &[s.oid.into(), kind.into()],
+            ) {
+                kept.push(id);
+            }
         }
     }
     out.open_issues += kept.len() as u32;

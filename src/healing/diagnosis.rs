@@ -119,7 +119,17 @@ fn key_of(index: pg_sys::Oid) -> Result<Key, String> {
                 "SELECT quote_ident(a.attname), format_type(ia.atttypid, ia.atttypmod),
                         quote_ident(ocn.nspname) || '.' || quote_ident(oc.opcname),
                         quote_ident(tn.nspname) || '.' || quote_ident(t.relname),
-                        greatest(t.reltuples, 0)::int8, i.indpred IS NOT NULL
+                        -- reltuples is as old as the last ANALYZE or CREATE INDEX:
+                        -- scaled to today's pages, as the planner does, and never
+                        -- under the statistics' live count.
+                        greatest(CASE WHEN t.relpages > 0
+                                      THEN t.reltuples / t.relpages
+                                           * (pg_catalog.pg_relation_size(t.oid)
+                                              / current_setting('block_size')::int)
+                                      ELSE 0 END,
+                                 coalesce(pg_catalog.pg_stat_get_live_tuples(t.oid), 0),
+                                 0)::int8,
+                        i.indpred IS NOT NULL
                    FROM pg_catalog.pg_index i
                    JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
                    JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
@@ -185,8 +195,10 @@ fn run_trials(
         ))
         .expect("trial table");
         Spi::run(&format!(
+            // Shuffled before the limit: the first rows of a Bernoulli
+            // sample are the table's oldest, and data arrives topic by topic.
             "INSERT INTO pg_temp.rv_trial SELECT {c}::{t} FROM {tbl} TABLESAMPLE BERNOULLI ({pct})
-              WHERE {c} IS NOT NULL LIMIT {n}",
+              WHERE {c} IS NOT NULL ORDER BY random() LIMIT {n}",
             c = key.column,
             t = key.type_name,
             tbl = key.table

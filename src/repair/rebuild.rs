@@ -131,6 +131,19 @@ pub(crate) fn rebuild(
                 verdict.reasons.push(format!("did not fix {}: {why}", kind.name()));
             }
         }
+        // The new index's invariants, and every visible row in it.
+        let verified = crate::verify::server::verify_index(
+            &crate::inspect::relation::resolve(Some(new_oid)),
+            true,
+        );
+        if verified.violation_count > 0 {
+            verdict.passed = false;
+            let first = &verified.violations[0];
+            verdict.reasons.push(format!(
+                "the new index does not verify: {} violation(s), the first {} at block {:?} offset {:?}: {}",
+                verified.violation_count, first.kind, first.block, first.offset, first.detail
+            ));
+        }
         // New lists: the probes production would need for the old recall.
         let probes_for_same_recall = match (lists, &paired) {
             (Some((old, new)), Some(p)) if old != new && am == Am::IvfFlat => {
@@ -143,7 +156,11 @@ pub(crate) fn rebuild(
             id,
             "after",
             json!({"health": after, "issues": new_issues, "recall": paired, "recall_tolerance": tolerance,
-                   "validation": verdict, "probes_for_same_recall": probes_for_same_recall}),
+                   "validation": verdict, "probes_for_same_recall": probes_for_same_recall,
+                   "verification": {"violations": verified.violation_count,
+                                    "first": &verified.violations[..verified.violations.len().min(5)],
+                                    "heap_rows_checked": verified.heap_rows_checked,
+                                    "misplaced_share": verified.misplaced_share}}),
         );
         if let Some(p) = &paired {
             journal::merge(

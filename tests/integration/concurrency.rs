@@ -1,6 +1,6 @@
-//! Inspection and recall estimates while pgbench inserts and deletes: no
-//! error, no writer held up by the inspector, and figures consistent with
-//! what was committed.
+//! Inspection, verification and recall estimates while pgbench inserts and
+//! deletes: no error, no violation, no writer held up by the inspector, and
+//! figures consistent with what was committed.
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -200,6 +200,8 @@ fn inspection_during_concurrent_writes() {
     let mut ins = db.connect();
     let mut inspections = 0u64;
     let mut estimates = 0u64;
+    let mut verifications = 0u64;
+    let mut violations: Vec<String> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     let mut error_count = 0u64;
     let mut out_of_bounds: Vec<String> = Vec::new();
@@ -272,6 +274,29 @@ fn inspection_during_concurrent_writes() {
                 }
             }
         }
+        // A verification of one of the indexes (with the table check every
+        // other time), under the same AccessShareLock.
+        let vindex = if inspections % 4 < 2 {
+            "t_hnsw"
+        } else {
+            "t_ivf"
+        };
+        match ins.query(
+            "SELECT kind || ' at (' || coalesce(block, -1) || ',' || coalesce(\"offset\", -1) || '): ' || detail
+               FROM ruvector_dag_verify_index($1::text::regclass, $2)",
+            &[&vindex, &inspections.is_multiple_of(2)],
+        ) {
+            Ok(rows) => {
+                verifications += 1;
+                violations.extend(rows.iter().map(|r| format!("{vindex}: {}", r.get::<_, String>(0))));
+            }
+            Err(e) => {
+                error_count += 1;
+                if errors.len() < 5 {
+                    errors.push(err_text(&e));
+                }
+            }
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let sampled = sampler.join().unwrap();
@@ -305,7 +330,7 @@ fn inspection_during_concurrent_writes() {
     eprintln!(
         "concurrency: pgbench {transactions} transactions, {tps:.1} tps, {failed} failed; \
          {inspections} inspections of both indexes ({concurrent_seen} concurrent changes seen), \
-         {estimates} recall estimates; \
+         {estimates} recall estimates, {verifications} verifications; \
          {} activity samples, {} Lock waits ({}), longest LWLock wait {} samples ({})",
         sampled.samples,
         sampled.lock_waits.len(),
@@ -333,6 +358,15 @@ fn inspection_during_concurrent_writes() {
     assert!(
         estimates >= 4,
         "only {estimates} recall estimates during the run"
+    );
+    assert!(
+        verifications >= 4,
+        "only {verifications} verifications during the run"
+    );
+    assert!(
+        violations.is_empty(),
+        "a sound index under churn reported violations: {:?}",
+        &violations[..violations.len().min(10)]
     );
     assert!(
         sampled.samples >= 50,

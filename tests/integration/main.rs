@@ -24,4 +24,5 @@ mod replica;
 mod trust;
 mod types;
 mod upgrade;
+mod verify;
 mod worker;

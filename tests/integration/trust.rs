@@ -55,6 +55,7 @@ fn expectations(repair: i64) -> Vec<(&'static str, String, Expect)> {
     let r = repair;
     vec![
         ("ruvector_dag_index_health", "SELECT ruvector_dag_index_health('a_idx')".into(), Refused("42501")),
+        ("ruvector_dag_verify_index", "SELECT * FROM ruvector_dag_verify_index('a_idx', true)".into(), Refused("42501")),
         ("ruvector_dag_hnsw_levels", "SELECT * FROM ruvector_dag_hnsw_levels('a_idx')".into(), Refused("42501")),
         ("ruvector_dag_ivfflat_lists", "SELECT * FROM ruvector_dag_ivfflat_lists('a_idx')".into(), Refused("42501")),
         ("ruvector_dag_hnsw_unreachable", "SELECT * FROM ruvector_dag_hnsw_unreachable('a_idx')".into(), Refused("42501")),

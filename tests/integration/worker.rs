@@ -18,9 +18,9 @@ fn degraded(c: &mut Client) {
     exec(
         c,
         &format!(
-            "CREATE TABLE drift (id bigserial PRIMARY KEY, embedding vector(8));
+            "CREATE TABLE drift (id bigserial PRIMARY KEY, embedding vector(32));
              {};
-             CREATE INDEX drift_idx ON drift USING ivfflat (embedding vector_l2_ops) WITH (lists = 5);
+             CREATE INDEX drift_idx ON drift USING ivfflat (embedding vector_cosine_ops) WITH (lists = 5);
              {};
              CREATE TABLE frag (id bigserial PRIMARY KEY, embedding vector(8)) WITH (autovacuum_enabled = off);
              {};
@@ -29,8 +29,9 @@ fn degraded(c: &mut Client) {
              CREATE TABLE fine (id bigserial PRIMARY KEY, embedding vector(8));
              {};
              CREATE INDEX fine_idx ON fine USING hnsw (embedding vector_l2_ops) WITH (m = 8);",
-            random_rows("drift", 1_000, 8, 0.0, 0.3),
-            random_rows("drift", 20_000, 8, 0.5, 0.5),
+            // Trained on 3 topics, then fed 100 others topic by topic.
+            clustered_rows("drift", 1_000, 32, 1, 3, 0.4),
+            clustered_rows("drift", 10_000, 32, 4, 100, 0.4),
             random_rows("frag", 6_000, 8, 0.0, 1.0),
             random_rows("fine", 3_000, 8, 0.0, 1.0),
         ),

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod diagnose;
 pub mod healing;
 pub mod inspect;
+pub mod owner;
 pub mod prometheus;
 pub mod recall;
 pub mod release;

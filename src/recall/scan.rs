@@ -175,26 +175,28 @@ pub fn sample(open: &OpenIndex, ty: VectorType, n: usize, seed: u64) -> Result<S
         population: 0,
     };
     unsafe {
-        let mut eval = KeyEval::new(open);
-        eval.for_each_row(open, |tid, bytes| {
-            s.population += 1;
-            let slot = if s.tids.len() < n {
-                s.tids.push(0);
-                s.raw.push(Vec::new());
-                s.vectors.push(Vec::new());
-                s.tids.len() - 1
-            } else {
-                let j = rng.below(s.population) as usize;
-                if j >= n {
-                    return Ok(());
-                }
-                j
-            };
-            let v = decode(ty, bytes).ok_or("a value could not be decoded")?;
-            s.tids[slot] = tid;
-            s.raw[slot] = bytes.to_vec();
-            s.vectors[slot] = v;
-            Ok(())
+        crate::owner::as_table_owner(open.table, || {
+            let mut eval = KeyEval::new(open);
+            eval.for_each_row(open, |tid, bytes| {
+                s.population += 1;
+                let slot = if s.tids.len() < n {
+                    s.tids.push(0);
+                    s.raw.push(Vec::new());
+                    s.vectors.push(Vec::new());
+                    s.tids.len() - 1
+                } else {
+                    let j = rng.below(s.population) as usize;
+                    if j >= n {
+                        return Ok(());
+                    }
+                    j
+                };
+                let v = decode(ty, bytes).ok_or("a value could not be decoded")?;
+                s.tids[slot] = tid;
+                s.raw[slot] = bytes.to_vec();
+                s.vectors[slot] = v;
+                Ok(())
+            })
         })?;
     }
     Ok(s)
@@ -207,10 +209,12 @@ pub fn exact_pass(
     search: &mut ExactSearch,
 ) -> Result<(), String> {
     unsafe {
-        let mut eval = KeyEval::new(open);
-        eval.for_each_row(open, |tid, bytes| {
-            let v = decode(ty, bytes).ok_or("a value could not be decoded")?;
-            search.add_row(tid, &v)
+        crate::owner::as_table_owner(open.table, || {
+            let mut eval = KeyEval::new(open);
+            eval.for_each_row(open, |tid, bytes| {
+                let v = decode(ty, bytes).ok_or("a value could not be decoded")?;
+                search.add_row(tid, &v)
+            })
         })?;
     }
     search.flush();
@@ -227,7 +231,7 @@ pub struct RowFetcher {
 impl RowFetcher {
     pub fn new(open: &OpenIndex, ty: VectorType) -> RowFetcher {
         RowFetcher {
-            eval: unsafe { KeyEval::new(open) },
+            eval: unsafe { crate::owner::as_table_owner(open.table, || KeyEval::new(open)) },
             table: open.table,
             ty,
         }
@@ -244,7 +248,8 @@ impl RowFetcher {
                 self.eval.slot,
             );
             let v = if found {
-                self.eval.key().and_then(|b| decode(self.ty, b))
+                let (eval, ty) = (&mut self.eval, self.ty);
+                crate::owner::as_table_owner(self.table, || eval.key().and_then(|b| decode(ty, b)))
             } else {
                 None
             };

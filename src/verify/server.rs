@@ -142,22 +142,25 @@ unsafe fn heap_all_indexed(
         ty,
         cosine,
     };
-    // Ends the scan itself.
-    (*am)
-        .index_build_range_scan
-        .expect("index_build_range_scan")(
-        open.table,
-        open.rel,
-        info,
-        true,
-        false,
-        false,
-        0,
-        pg_sys::InvalidBlockNumber,
-        Some(present),
-        &mut state as *mut Scan as *mut c_void,
-        scan,
-    );
+    // Ends the scan itself; expressions and the predicate run as the
+    // table's owner.
+    crate::owner::as_table_owner(open.table, || {
+        (*am)
+            .index_build_range_scan
+            .expect("index_build_range_scan")(
+            open.table,
+            open.rel,
+            info,
+            true,
+            false,
+            false,
+            0,
+            pg_sys::InvalidBlockNumber,
+            Some(present),
+            &mut state as *mut Scan as *mut c_void,
+            scan,
+        )
+    });
     let (missing, checked) = (state.missing, state.checked);
     v.heap_rows_checked = Some(checked);
     for key in missing {

@@ -384,3 +384,56 @@ fn rows_follow_the_privilege_on_their_table() {
         ) > 0
     );
 }
+
+#[test]
+fn index_expressions_run_with_the_table_owners_rights() {
+    // A table owner's expression index on a function that refuses to run
+    // with superuser rights: measuring recall and verifying every row
+    // evaluate it for each row, and must do so as the owner, never as the
+    // superuser who asks (the worker is one).
+    let mut db = TestDb::new("tr_owner");
+    let mut c = db.connect();
+    let owner = db.create_role("owner");
+    exec(&mut c, &format!("GRANT CREATE ON SCHEMA public TO {owner}"));
+    let mut o = connect_as(&db.name, &owner);
+    exec(
+        &mut o,
+        &format!(
+            "CREATE FUNCTION owner_only(v vector) RETURNS vector IMMUTABLE LANGUAGE plpgsql AS $$
+             BEGIN
+               IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+                 RAISE EXCEPTION 'evaluated with superuser rights';
+               END IF;
+               RETURN v;
+             END $$;
+             CREATE TABLE e (id bigserial PRIMARY KEY, embedding vector(8));
+             {};
+             CREATE INDEX e_idx ON e USING hnsw ((owner_only(embedding)::vector(8)) vector_l2_ops);
+             CREATE INDEX e_part ON e USING hnsw (embedding vector_l2_ops)
+               WHERE owner_only(embedding) IS NOT NULL;",
+            random_rows("e", 500, 8, 0.0, 1.0)
+        ),
+    );
+    for index in ["e_idx", "e_part"] {
+        let r = json_of(
+            &mut c,
+            &format!("ruvector_dag_recall_estimate('{index}', sample_size => 20)"),
+        );
+        assert!(r["recall"].as_f64().is_some(), "{index}: {r:#}");
+        let v = c
+            .query(
+                "SELECT count(*) FROM ruvector_dag_verify_index($1::text::regclass, true)",
+                &[&index],
+            )
+            .unwrap_or_else(|e| panic!("verifying {index}: {}", err_text(&e)));
+        assert_eq!(v[0].get::<_, i64>(0), 0, "{index}");
+    }
+    // The caller's identity and search_path are back afterwards.
+    assert_eq!(
+        query_i64(
+            &mut c,
+            "SELECT (current_user = session_user AND current_setting('search_path') <> 'pg_catalog, pg_temp')::int::int8"
+        ),
+        1
+    );
+}

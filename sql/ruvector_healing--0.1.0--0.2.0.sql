@@ -672,97 +672,125 @@ AS 'MODULE_PATHNAME', 'health_score_wrapper';
 -- One row per pgvector index the caller may see (the history tables' rule:
 -- SELECT on the table, or pg_read_all_stats). Reads only what cycles
 -- recorded and PostgreSQL's statistics: it never inspects an index.
+-- The statistics view's query, in a PL/pgSQL function so that each
+-- session plans it once (planning the joins cost more than running them:
+-- a scrape every 15 s pays only the run). SECURITY INVOKER: row security
+-- and ruvector_healing.visible() apply to the caller.
+CREATE FUNCTION ruvector_healing.stat_indexes()
+RETURNS TABLE (indexrelid oid, schemaname text, relname text, indexrelname text, am text,
+    options text[], valid boolean, size_bytes bigint, idx_scan bigint,
+    rows_inserted bigint, rows_updated bigint, rows_deleted bigint,
+    writes_since text, writes_counted_from timestamptz,
+    unreachable_ratio float8, fragmentation float8, list_balance float8,
+    centroid_drift float8, list_size_p50 float8, list_size_p90 float8,
+    list_size_p99 float8, list_size_max float8,
+    recall float8, recall_ci_low float8, recall_ci_high float8,
+    recall_target float8, recall_setting text, recall_setting_value integer,
+    recall_at timestamptz, inspected_at timestamptz, verified_at timestamptz,
+    verify_violations bigint, health_score integer,
+    open_issues_critical bigint, open_issues_high bigint,
+    open_issues_medium bigint, open_issues_low bigint,
+    last_repair_id bigint, last_repair_status text, last_repair_at timestamptz,
+    circuit_breaker_open boolean, next_check_at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT c.oid AS indexrelid,
+           n.nspname::text AS schemaname,
+           t.relname::text AS relname,
+           c.relname::text AS indexrelname,
+           am.amname::text AS am,
+           coalesce(c.reloptions, '{}') AS options,
+           x.indisvalid AS valid,
+           pg_catalog.pg_relation_size(c.oid) AS size_bytes,
+           -- The functions behind pg_stat_all_indexes / pg_stat_all_tables
+           -- (those views group over every relation: slower to plan and run).
+           pg_catalog.pg_stat_get_numscans(c.oid) AS idx_scan,
+           pg_catalog.pg_stat_get_tuples_inserted(t.oid) - coalesce(w.n_tup_ins, 0) AS rows_inserted,
+           pg_catalog.pg_stat_get_tuples_updated(t.oid) - coalesce(w.n_tup_upd, 0) AS rows_updated,
+           pg_catalog.pg_stat_get_tuples_deleted(t.oid) - coalesce(w.n_tup_del, 0) AS rows_deleted,
+           coalesce(w.since, 'stats_reset') AS writes_since,
+           coalesce(w.counted_at, s.db_stats_reset) AS writes_counted_from,
+           st.unreachable_ratio,
+           st.fragmentation,
+           st.cluster_balance AS list_balance,
+           st.centroid_drift,
+           st.list_size_p50,
+           st.list_size_p90,
+           st.list_size_p99,
+           st.list_size_max,
+           st.recall,
+           st.recall_ci_low,
+           st.recall_ci_high,
+           s.target AS recall_target,
+           st.recall_setting,
+           st.recall_setting_value,
+           st.recall_at,
+           st.inspected_at,
+           st.verified_at,
+           st.verify_violations,
+           ruvector_healing.health_score(st.recall, s.target, st.unreachable_ratio, st.fragmentation,
+               st.connectivity_score, st.cluster_balance, st.centroid_drift) AS health_score,
+           coalesce(iss.critical, 0) AS open_issues_critical,
+           coalesce(iss.high, 0) AS open_issues_high,
+           coalesce(iss.medium, 0) AS open_issues_medium,
+           coalesce(iss.low, 0) AS open_issues_low,
+           lr.repair_id AS last_repair_id,
+           lr.status AS last_repair_status,
+           coalesce(lr.finished_at, lr.requested_at) AS last_repair_at,
+           coalesce(br.open, false) AS circuit_breaker_open,
+           s.next_check_at
+      FROM pg_catalog.pg_index x
+      JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+      JOIN pg_catalog.pg_am am ON am.oid = c.relam AND am.amname IN ('hnsw', 'ivfflat')
+      JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      -- Once per query: the settings, the next cycle, the statistics' reset.
+      CROSS JOIN (SELECT coalesce(nullif(current_setting('ruvector.dag_healing_target_recall', true), '')::float8,
+                                  0.95) AS target,
+                         coalesce(nullif(current_setting('ruvector.dag_healing_max_attempts', true), '')::int,
+                                  3) AS max_attempts,
+                         ruvector_healing.next_cycle_at() AS next_check_at,
+                         pg_catalog.pg_stat_get_db_stat_reset_time(
+                             (SELECT d.oid FROM pg_catalog.pg_database d
+                               WHERE d.datname = pg_catalog.current_database())) AS db_stats_reset
+                   OFFSET 0) s
+      -- The text comparisons below use the default collation (catalog names
+      -- are "C"), or the history tables' indexes would not be used.
+      LEFT JOIN ruvector_healing.index_writes w
+             ON w.schema_name = n.nspname::text COLLATE "default"
+            AND w.relname = c.relname::text COLLATE "default" AND w.index_oid = c.oid
+      LEFT JOIN ruvector_healing.index_stats st
+             ON st.schema_name = n.nspname::text COLLATE "default"
+            AND st.relname = c.relname::text COLLATE "default"
+      LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE i.severity = 'critical') AS critical,
+                                count(*) FILTER (WHERE i.severity = 'high') AS high,
+                                count(*) FILTER (WHERE i.severity = 'medium') AS medium,
+                                count(*) FILTER (WHERE i.severity = 'low') AS low
+                           FROM ruvector_healing.issues i
+                          WHERE i.index_oid = c.oid AND i.status = 'open') iss ON true
+      LEFT JOIN LATERAL (SELECT rp.repair_id, rp.status, rp.finished_at, rp.requested_at
+                           FROM ruvector_healing.repairs rp
+                          WHERE rp.schema_name = n.nspname::text COLLATE "default"
+                            AND rp.relname = c.relname::text COLLATE "default" AND NOT rp.dry_run
+                          ORDER BY rp.repair_id DESC LIMIT 1) lr ON true
+      -- The circuit breaker, by the rule the repair guard applies
+      -- (`plan::breaker_open`): the last max_attempts finished repairs failed
+      -- or were rolled back, the newest within a day.
+      LEFT JOIN LATERAL (SELECT count(*) >= s.max_attempts AND bool_and(f.status IN ('failed', 'rolled_back'))
+                                AND max(f.finished_at) > now() - interval '1 day' AS open
+                           FROM (SELECT rp.status, rp.finished_at FROM ruvector_healing.repairs rp
+                                  WHERE rp.schema_name = n.nspname::text COLLATE "default"
+                                    AND rp.relname = c.relname::text COLLATE "default" AND NOT rp.dry_run
+                                    AND rp.status IN ('done', 'failed', 'rolled_back')
+                                  ORDER BY rp.finished_at DESC LIMIT s.max_attempts) f) br ON true
+     WHERE ruvector_healing.visible(t.oid);
+END
+$fn$;
+
 CREATE VIEW ruvector_dag_stat_indexes WITH (security_invoker = true) AS
-SELECT c.oid AS indexrelid,
-       n.nspname::text AS schemaname,
-       t.relname::text AS relname,
-       c.relname::text AS indexrelname,
-       am.amname::text AS am,
-       coalesce(c.reloptions, '{}') AS options,
-       x.indisvalid AS valid,
-       pg_catalog.pg_relation_size(c.oid) AS size_bytes,
-       -- The functions behind pg_stat_all_indexes / pg_stat_all_tables
-       -- (those views group over every relation: slower to plan and run).
-       pg_catalog.pg_stat_get_numscans(c.oid) AS idx_scan,
-       pg_catalog.pg_stat_get_tuples_inserted(t.oid) - coalesce(w.n_tup_ins, 0) AS rows_inserted,
-       pg_catalog.pg_stat_get_tuples_updated(t.oid) - coalesce(w.n_tup_upd, 0) AS rows_updated,
-       pg_catalog.pg_stat_get_tuples_deleted(t.oid) - coalesce(w.n_tup_del, 0) AS rows_deleted,
-       coalesce(w.since, 'stats_reset') AS writes_since,
-       coalesce(w.counted_at, s.db_stats_reset) AS writes_counted_from,
-       st.unreachable_ratio,
-       st.fragmentation,
-       st.cluster_balance AS list_balance,
-       st.centroid_drift,
-       st.list_size_p50,
-       st.list_size_p90,
-       st.list_size_p99,
-       st.list_size_max,
-       st.recall,
-       st.recall_ci_low,
-       st.recall_ci_high,
-       s.target AS recall_target,
-       st.recall_setting,
-       st.recall_setting_value,
-       st.recall_at,
-       st.inspected_at,
-       st.verified_at,
-       st.verify_violations,
-       ruvector_healing.health_score(st.recall, s.target, st.unreachable_ratio, st.fragmentation,
-           st.connectivity_score, st.cluster_balance, st.centroid_drift) AS health_score,
-       coalesce(iss.critical, 0) AS open_issues_critical,
-       coalesce(iss.high, 0) AS open_issues_high,
-       coalesce(iss.medium, 0) AS open_issues_medium,
-       coalesce(iss.low, 0) AS open_issues_low,
-       lr.repair_id AS last_repair_id,
-       lr.status AS last_repair_status,
-       coalesce(lr.finished_at, lr.requested_at) AS last_repair_at,
-       coalesce(br.open, false) AS circuit_breaker_open,
-       s.next_check_at
-  FROM pg_catalog.pg_index x
-  JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
-  JOIN pg_catalog.pg_am am ON am.oid = c.relam AND am.amname IN ('hnsw', 'ivfflat')
-  JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  -- Once per query: the settings, the next cycle, the statistics' reset.
-  CROSS JOIN (SELECT coalesce(nullif(current_setting('ruvector.dag_healing_target_recall', true), '')::float8,
-                              0.95) AS target,
-                     coalesce(nullif(current_setting('ruvector.dag_healing_max_attempts', true), '')::int,
-                              3) AS max_attempts,
-                     ruvector_healing.next_cycle_at() AS next_check_at,
-                     pg_catalog.pg_stat_get_db_stat_reset_time(
-                         (SELECT d.oid FROM pg_catalog.pg_database d
-                           WHERE d.datname = pg_catalog.current_database())) AS db_stats_reset
-               OFFSET 0) s
-  -- The text comparisons below use the default collation (catalog names
-  -- are "C"), or the history tables' indexes would not be used.
-  LEFT JOIN ruvector_healing.index_writes w
-         ON w.schema_name = n.nspname::text COLLATE "default"
-        AND w.relname = c.relname::text COLLATE "default" AND w.index_oid = c.oid
-  LEFT JOIN ruvector_healing.index_stats st
-         ON st.schema_name = n.nspname::text COLLATE "default"
-        AND st.relname = c.relname::text COLLATE "default"
-  LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE i.severity = 'critical') AS critical,
-                            count(*) FILTER (WHERE i.severity = 'high') AS high,
-                            count(*) FILTER (WHERE i.severity = 'medium') AS medium,
-                            count(*) FILTER (WHERE i.severity = 'low') AS low
-                       FROM ruvector_healing.issues i
-                      WHERE i.index_oid = c.oid AND i.status = 'open') iss ON true
-  LEFT JOIN LATERAL (SELECT rp.repair_id, rp.status, rp.finished_at, rp.requested_at
-                       FROM ruvector_healing.repairs rp
-                      WHERE rp.schema_name = n.nspname::text COLLATE "default"
-                        AND rp.relname = c.relname::text COLLATE "default" AND NOT rp.dry_run
-                      ORDER BY rp.repair_id DESC LIMIT 1) lr ON true
-  -- The circuit breaker, by the rule the repair guard applies
-  -- (`plan::breaker_open`): the last max_attempts finished repairs failed
-  -- or were rolled back, the newest within a day.
-  LEFT JOIN LATERAL (SELECT count(*) >= s.max_attempts AND bool_and(f.status IN ('failed', 'rolled_back'))
-                            AND max(f.finished_at) > now() - interval '1 day' AS open
-                       FROM (SELECT rp.status, rp.finished_at FROM ruvector_healing.repairs rp
-                              WHERE rp.schema_name = n.nspname::text COLLATE "default"
-                                AND rp.relname = c.relname::text COLLATE "default" AND NOT rp.dry_run
-                                AND rp.status IN ('done', 'failed', 'rolled_back')
-                              ORDER BY rp.finished_at DESC LIMIT s.max_attempts) f) br ON true
- WHERE ruvector_healing.visible(t.oid);
+SELECT * FROM ruvector_healing.stat_indexes();
 
 -- One row per running repair with its build's progress (see
 -- ruvector_healing.repair_progress(), which applies the same rule).

@@ -156,15 +156,38 @@ fn the_view_follows_the_workload() {
     // The view reaches the history through its indexes (a scrape every
     // 15 s must not read every observation): with sequential scans off, no
     // history table is scanned sequentially.
-    exec(&mut c, "SET enable_seqscan = off");
-    let plan: String = c
-        .query("EXPLAIN SELECT * FROM ruvector_dag_stat_indexes", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0) + "\n")
-        .collect();
-    exec(&mut c, "RESET enable_seqscan");
-    for table in ["observations", "repairs", "issues"] {
+    // The view's query runs inside ruvector_healing.stat_indexes():
+    // auto_explain shows its plan, in a session of its own (the plan is
+    // made once per session).
+    let st = settings();
+    let out = std::process::Command::new(format!("{}/psql", st.pgbin))
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            &st.host,
+            "-p",
+            &st.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            &db.name,
+        ])
+        .args(["-c", "LOAD 'auto_explain'"])
+        .args([
+            "-c",
+            "SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;
+                      SET auto_explain.log_level = notice; SET enable_seqscan = off",
+        ])
+        .args(["-c", "SELECT count(*) FROM ruvector_dag_stat_indexes"])
+        .output()
+        .expect("psql");
+    let plan = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success() && plan.contains("Index Scan"),
+        "{plan}"
+    );
+    for table in ["observations", "repairs", "issues", "index_stats"] {
         assert!(
             !plan.contains(&format!("Seq Scan on {table}")),
             "the view scans {table} sequentially:\n{plan}"

@@ -96,6 +96,7 @@ fn expectations(repair: i64) -> Vec<(&'static str, String, Expect)> {
         ("stat_indexes (view)", "SELECT * FROM ruvector_dag_stat_indexes".into(), NoRows),
         ("repair_progress (view)", "SELECT * FROM ruvector_dag_repair_progress".into(), NoRows),
         ("repair_progress", "SELECT * FROM ruvector_healing.repair_progress()".into(), NoRows),
+        ("stat_indexes", "SELECT * FROM ruvector_healing.stat_indexes()".into(), NoRows),
         ("next_cycle_at", "SELECT ruvector_healing.next_cycle_at()".into(), Runs),
         ("health_score", "SELECT ruvector_healing.health_score(0.9, 0.95, 0, 0, 1, NULL, NULL)".into(), Runs),
         ("count_writes_from", "SELECT ruvector_healing.count_writes_from('a_idx'::regclass, 'build')".into(), Refused("42501")),

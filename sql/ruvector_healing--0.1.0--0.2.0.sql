@@ -834,3 +834,52 @@ GRANT EXECUTE ON FUNCTION ruvector_dag_set_table_policy(regclass, bool, text, bo
 GRANT EXECUTE ON FUNCTION ruvector_dag_set_schema_policy(name, bool, text, bool, jsonb, text) TO ruvector_healer;
 GRANT EXECUTE ON FUNCTION ruvector_dag_set_database_policy(bool, text, bool, jsonb, text) TO ruvector_healer;
 GRANT EXECUTE ON FUNCTION ruvector_healing.set_policy(text, text, text, bool, text, bool, jsonb, text) TO ruvector_healer;
+
+-- Per-index search settings (ruvector.dag_adaptive_search).
+ALTER TABLE ruvector_healing.index_policies
+    ADD COLUMN search_value int CHECK (search_value BETWEEN 1 AND 32768);
+
+-- An index's own search setting (validation and the write behind
+-- ruvector_dag_set_search_setting, which also makes the calling session
+-- see it at once). Kept in the index's policy, by name.
+CREATE FUNCTION ruvector_healing.set_search_value(idx regclass, p_value int)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    sch text; nm text; am text; setting text; hi int; result jsonb;
+BEGIN
+    IF idx IS NULL THEN
+        RAISE EXCEPTION 'index must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'pass a pgvector index, for example ''items_embedding_idx''::regclass';
+    END IF;
+    SELECT n.nspname, c.relname, a.amname INTO sch, nm, am
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_am a ON a.oid = c.relam
+     WHERE c.oid = idx;
+    IF am IS NULL OR am NOT IN ('hnsw', 'ivfflat') THEN
+        RAISE EXCEPTION '"%" is not a pgvector hnsw or ivfflat index', idx
+            USING ERRCODE = 'wrong_object_type', HINT = 'search settings apply to pgvector indexes';
+    END IF;
+    setting := CASE am WHEN 'hnsw' THEN 'hnsw.ef_search' ELSE 'ivfflat.probes' END;
+    hi := CASE am WHEN 'hnsw' THEN 1000 ELSE 32768 END;
+    IF p_value IS NOT NULL AND (p_value < 1 OR p_value > hi) THEN
+        RAISE EXCEPTION '% must be between 1 and % (got %)', setting, hi, p_value
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pgvector''s range for ' || setting || '; NULL removes the index''s own value';
+    END IF;
+    PERFORM ruvector_healing.require_maintain('index', sch, nm);
+    INSERT INTO ruvector_healing.index_policies AS p (scope, schema_name, object_name, search_value)
+    VALUES ('index', sch, nm, p_value)
+    ON CONFLICT (scope, schema_name, object_name) DO UPDATE
+       SET search_value = p_value, updated_at = now()
+    RETURNING jsonb_build_object('index', idx::text, 'setting', setting, 'value', p.search_value,
+                                 'adaptive_search', current_setting('ruvector.dag_adaptive_search', true)::bool)
+      INTO result;
+    RETURN result;
+END
+$$;
+
+CREATE  FUNCTION "ruvector_dag_set_search_setting"(
+	"index" regclass, /* Option < Regclass > */
+	"value" INT /* Option < i32 > */
+) RETURNS jsonb /* JsonB */
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ruvector_dag_set_search_setting_wrapper';

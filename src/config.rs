@@ -28,6 +28,7 @@ pub static MAINTENANCE_WINDOW: GucSetting<Option<std::ffi::CString>> =
 pub static RECALL_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static RECALL_SAMPLE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static VERIFY_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static ADAPTIVE_SEARCH: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static TEST_PAUSE_AT: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(None);
 /// `ruvector.dag_healing_allow_option_changes` (see `diagnose::options::Allowance`).
@@ -243,6 +244,14 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_bool_guc(
+        c"ruvector.dag_adaptive_search",
+        c"Run each query that scans a pgvector index with that index's own search setting (ruvector_dag_set_search_setting).",
+        c"A setting the session chose itself (SET, SET LOCAL, a function's SET clause, connection options) wins.",
+        &ADAPTIVE_SEARCH,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"ruvector.dag_healing_verify_interval_s",
         c"How often the background cycle verifies each index's invariants and that every visible row is indexed (0 = never).",
@@ -299,6 +308,7 @@ pub struct HealingConfig {
     pub recall_interval_s: i32,
     pub verify_interval_s: i32,
     pub recall_sample_size: i32,
+    pub adaptive_search: bool,
 }
 
 impl HealingConfig {
@@ -324,6 +334,7 @@ impl HealingConfig {
             recall_interval_s: RECALL_INTERVAL_S.get(),
             verify_interval_s: VERIFY_INTERVAL_S.get(),
             recall_sample_size: RECALL_SAMPLE_SIZE.get(),
+            adaptive_search: ADAPTIVE_SEARCH.get(),
         }
     }
 }

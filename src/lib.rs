@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::prelude::*;
 
+pub mod adaptive;
 pub mod api;
 pub mod config;
 pub mod detect;
@@ -33,6 +34,7 @@ pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     config::init();
+    adaptive::hooks::install();
     let preload = unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress };
     PRELOADED.store(preload, Ordering::Relaxed);
     if preload {

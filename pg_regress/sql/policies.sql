@@ -38,6 +38,19 @@ SELECT count(*) FROM ruvector_healing.index_policies;
 RESET ROLE;
 DROP ROLE regress_rv_pol;
 DROP TABLE pol_items;
+-- An index's own search setting: pgvector's range, pgvector indexes only,
+-- kept in the index's policy; NULL removes it.
+CREATE TABLE pol_s (id int PRIMARY KEY, embedding vector(3));
+CREATE INDEX pol_s_hnsw ON pol_s USING hnsw (embedding vector_l2_ops);
+SELECT ruvector_dag_set_search_setting('pol_s_hnsw', 0);
+SELECT ruvector_dag_set_search_setting('pol_s_hnsw', 1001);
+SELECT ruvector_dag_set_search_setting('pol_s_pkey', 10);
+SELECT ruvector_dag_set_search_setting(NULL, 10);
+SELECT ruvector_dag_set_search_setting('pol_s_hnsw', 100);
+SELECT search_value FROM ruvector_healing.index_policies WHERE object_name = 'pol_s_hnsw';
+SELECT ruvector_dag_set_search_setting('pol_s_hnsw', NULL);
+SELECT search_value FROM ruvector_healing.index_policies WHERE object_name = 'pol_s_hnsw';
+DROP TABLE pol_s;
 -- A cycle on demand is for ruvector_healer too.
 CREATE ROLE regress_rv_cycle;
 SET ROLE regress_rv_cycle;

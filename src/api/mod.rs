@@ -1,6 +1,7 @@
 //! The SQL surface: thin `#[pg_extern]`s that validate arguments, call the
 //! core and shape rows.
 
+pub mod adaptive;
 pub mod args;
 pub mod check;
 pub mod health;

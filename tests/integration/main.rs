@@ -10,6 +10,7 @@
 //! `--test-threads=1` (the machine is small and the concurrency test
 //! measures lock waits).
 
+mod adaptive;
 mod common;
 mod concurrency;
 mod diagnosis;

@@ -72,6 +72,8 @@ fn expectations(repair: i64) -> Vec<(&'static str, String, Expect)> {
         ("ruvector_dag_set_table_policy", "SELECT ruvector_dag_set_table_policy('a', excluded => true)".into(), Refused("42501")),
         ("ruvector_dag_set_schema_policy", "SELECT ruvector_dag_set_schema_policy('public', excluded => true)".into(), Refused("42501")),
         ("ruvector_dag_set_database_policy", "SELECT ruvector_dag_set_database_policy(excluded => true)".into(), Refused("42501")),
+        ("ruvector_dag_set_search_setting", "SELECT ruvector_dag_set_search_setting('a_idx', 10)".into(), Refused("42501")),
+        ("set_search_value", "SELECT ruvector_healing.set_search_value('a_idx', 10)".into(), Refused("42501")),
         ("ruvector_dag_reset_policy", "SELECT ruvector_dag_reset_policy('index', 'public', 'a_idx')".into(), Refused("42501")),
         ("ruvector_dag_detected_issues", "SELECT * FROM ruvector_dag_detected_issues('a')".into(), NoRows),
         ("ruvector_dag_search_settings", "SELECT * FROM ruvector_dag_search_settings()".into(), NoRows),

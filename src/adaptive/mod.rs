@@ -8,6 +8,7 @@
 //! after it. This module is the pure part: which values a plan gets.
 
 pub mod hooks;
+pub mod stored;
 
 /// The setting each access method reads, and pgvector's range for it.
 pub fn setting_of(am: &str) -> Option<(&'static str, i32, i32)> {

@@ -48,10 +48,18 @@ fn pgvector_default(am: Am) -> i32 {
 /// setting in this database (`ALTER ROLE ... IN DATABASE`), else its
 /// role's (`ALTER ROLE`), else the database's (`ALTER DATABASE`), else the
 /// server's (configuration file, else pgvector's default) — PostgreSQL's
-/// own precedence. (The captured workload will refine this with the values
-/// queries actually ran at.)
-pub fn production_setting(am: Am) -> (String, i32) {
+/// own precedence. With `ruvector.dag_adaptive_search` on, an index with a
+/// value of its own (`ruvector_dag_set_search_setting`) runs at that value:
+/// the executor hooks apply it over every default. (The captured workload
+/// will refine this with the values queries actually ran at.)
+pub fn production_setting(index: pg_sys::Oid, am: Am) -> (String, i32) {
     let name = crate::recall::measure::setting_name(am);
+    // The index's own value, where queries run with it.
+    if crate::config::ADAPTIVE_SEARCH.get() {
+        if let Some(v) = crate::adaptive::stored::value_of_oid(index) {
+            return (name.to_string(), v);
+        }
+    }
     let server = crate::sql::get_one::<String>(
         "SELECT setting FROM pg_catalog.pg_file_settings
           WHERE name = $1 AND applied AND error IS NULL ORDER BY seqno DESC LIMIT 1",
@@ -80,7 +88,7 @@ pub fn production_setting(am: Am) -> (String, i32) {
 /// Recall@10 of the index at the production setting on `sample` of its
 /// rows, with its 95 % interval; and the mean index-scan time in ms.
 pub fn probe(index: pg_sys::Oid, am: Am, sample: i32) -> Option<(Outcome, f64)> {
-    let (setting, value) = production_setting(am);
+    let (setting, value) = production_setting(index, am);
     let (per_query, ms) = per_query_at(index, Some(value), sample, 10);
     if per_query.is_empty() {
         return None;

@@ -95,7 +95,7 @@ pub(crate) fn rebuild(
         let old_issues = issue_names(&before["issues"]);
         // Both indexes at the production setting: what the database's
         // sessions will run the new index at.
-        let (_, value) = crate::healing::diagnosis::production_setting(am);
+        let (_, value) = crate::healing::diagnosis::production_setting(f.oid, am);
         let paired = crate::recall::measure::paired_recall(
             f.oid,
             new_oid,

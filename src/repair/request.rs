@@ -491,6 +491,11 @@ pub(crate) fn request(
                 "ruvector.dag_healing_tuning_scope is off: tuned settings are not applied",
                 "SET ruvector.dag_healing_tuning_scope = 'database' (or 'role:<name>'); ruvector_dag_tune_search() only measures",
             ),
+            Ok(Scope::Index) if !crate::config::ADAPTIVE_SEARCH.get() => raise(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "ruvector.dag_healing_tuning_scope is 'index', but ruvector.dag_adaptive_search is off: an index's own value would not be used",
+                "ALTER DATABASE <db> SET ruvector.dag_adaptive_search = on (the sessions that should use it need it on)",
+            ),
             Err(e) => invalid(&e, ""),
             _ => {}
         }

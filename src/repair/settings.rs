@@ -146,16 +146,19 @@ pub enum Scope {
     Off,
     Database,
     Role(String),
+    /// The index's own value (`ruvector.dag_adaptive_search`).
+    Index,
 }
 
 pub fn parse_scope(s: &str) -> Result<Scope, String> {
     match s.trim() {
         "off" | "" => Ok(Scope::Off),
         "database" => Ok(Scope::Database),
+        "index" => Ok(Scope::Index),
         other => match other.strip_prefix("role:") {
             Some(r) if !r.trim().is_empty() => Ok(Scope::Role(r.trim().to_string())),
             _ => Err(format!(
-                "ruvector.dag_healing_tuning_scope must be 'off', 'database' or 'role:<name>', got '{other}'"
+                "ruvector.dag_healing_tuning_scope must be 'off', 'database', 'role:<name>' or 'index', got '{other}'"
             )),
         },
     }
@@ -206,6 +209,7 @@ mod tests {
     fn scopes() {
         assert_eq!(parse_scope("off"), Ok(Scope::Off));
         assert_eq!(parse_scope("database"), Ok(Scope::Database));
+        assert_eq!(parse_scope("index"), Ok(Scope::Index));
         assert_eq!(parse_scope("role: app"), Ok(Scope::Role("app".into())));
         assert!(parse_scope("role:").is_err());
         assert!(parse_scope("cluster").is_err());

@@ -29,7 +29,7 @@ pub(crate) fn tune(
     let scope = parse_scope(&s.tuning_scope).map_err(fail)?;
     let role = match &scope {
         Scope::Off => return Err(fail("ruvector.dag_healing_tuning_scope is off".into())),
-        Scope::Database => None,
+        Scope::Database | Scope::Index => None,
         Scope::Role(r) => Some(r.clone()),
     };
     let _ = tx(|| {
@@ -67,13 +67,23 @@ pub(crate) fn tune(
         .to_string();
     in_transaction(deadline, || {
         journal::advance(id, Status::Building, Status::Swapping, json!({}));
-        let previous = current_override(&setting, role.as_deref());
-        apply_override(&setting, Some(&value.to_string()), role.as_deref());
+        let previous = if scope == Scope::Index {
+            // The index's own value, applied by the executor hooks.
+            let previous =
+                crate::adaptive::stored::value_of(&f.schema, &f.relname).map(|v| v.to_string());
+            crate::adaptive::stored::store(&f.schema, &f.relname, Some(value as i32));
+            previous
+        } else {
+            let previous = current_override(&setting, role.as_deref());
+            apply_override(&setting, Some(&value.to_string()), role.as_deref());
+            previous
+        };
         journal::merge(
             id,
             "backup",
             json!({"setting": setting, "scope": s.tuning_scope,
-            "role": role, "previous": previous, "kept": true}),
+            "role": role, "previous": previous, "kept": true,
+            "schema": f.schema, "index": f.relname}),
         );
         journal::merge(id, "after", json!({"tuning": report, "applied": value}));
         journal::finish(id, Status::Done, None);

@@ -265,7 +265,15 @@ pub(crate) fn rollback(id: i64) {
             let b = row.backup.clone();
             let r = tx(|| {
                 let setting = b["setting"].as_str().unwrap_or("");
-                apply_override(setting, b["previous"].as_str(), b["role"].as_str());
+                if b["scope"] == "index" {
+                    crate::adaptive::stored::store(
+                        b["schema"].as_str().unwrap_or(""),
+                        b["index"].as_str().unwrap_or(""),
+                        b["previous"].as_str().and_then(|v| v.parse().ok()),
+                    );
+                } else {
+                    apply_override(setting, b["previous"].as_str(), b["role"].as_str());
+                }
                 journal::merge(
                     id,
                     "backup",

@@ -302,6 +302,89 @@ fn a_low_search_setting_is_diagnosed_not_rebuilt() {
 }
 
 #[test]
+fn a_low_search_setting_is_fixed_by_the_indexs_own_value() {
+    let db = TestDb::new("dg_own");
+    let mut c = db.connect();
+    // Sessions run at ef_search = 10 and use per-index values; the policy
+    // lets the worker apply a tuned value, at the index's own scope.
+    exec(
+        &mut c,
+        &format!(
+            "ALTER DATABASE {db} SET hnsw.ef_search = 10;
+             ALTER DATABASE {db} SET ruvector.dag_adaptive_search = on;
+             ALTER DATABASE {db} SET ruvector.dag_healing_tuning_scope = 'index';
+             CREATE TABLE e (id bigserial PRIMARY KEY, embedding vector(128));
+             {};
+             CREATE INDEX e_idx ON e USING hnsw (embedding vector_cosine_ops);
+             SELECT ruvector_dag_set_index_policy('e_idx', strategy => 'tune_search');",
+            clustered_rows("e", 20_000, 128, 1, 200, 0.4),
+            db = db.name,
+        ),
+    );
+    let ids = sample_ids(&mut c, "e", 150);
+    let before = sql_recall_with(&mut c, "e", "<=>", &ids, "SET hnsw.ef_search = 10");
+    let _s = fast_worker();
+    wait_until("the worker to tune e_idx", 240, || {
+        repairs_of(&mut c, "e_idx").iter().any(|r| r.2 == "done")
+    });
+    let r = repairs_of(&mut c, "e_idx");
+    assert!(r.iter().all(|r| r.1 == "tune_search"), "{r:?}");
+    let value = query_i64(
+        &mut c,
+        "SELECT search_value::int8 FROM ruvector_healing.index_policies WHERE object_name = 'e_idx'",
+    );
+    assert!(value > 10, "{value}");
+    // The database's setting is the user's; the index's value is applied to
+    // its queries in a new session (adaptive search on by the database).
+    let setting: String = c
+        .query_one(
+            "SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting
+              WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND setrole = 0",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(setting.contains("hnsw.ef_search=10"), "{setting}");
+    let mut s = db.connect();
+    let inside: String = s
+        .query_one(
+            "SELECT current_setting('hnsw.ef_search')
+               FROM (SELECT id FROM e ORDER BY embedding <=> (SELECT embedding FROM e LIMIT 1) LIMIT 1) q",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(inside, value.to_string());
+    let after = sql_recall_with(&mut s, "e", "<=>", &ids, "SELECT 1");
+    eprintln!("own value: ef_search 10 -> {value}: recall@10 {before:.3} -> {after:.3} (plain SQL, adaptive search)");
+    assert!(
+        after >= 0.95 - 0.02 && after > before,
+        "{before} -> {after}"
+    );
+    // The issue is gone at the index's production value; nothing else runs.
+    wait_until("the low-recall issue resolved", 120, || {
+        !open_issues(&mut c, "e_idx")
+            .iter()
+            .any(|i| i.0 == "low_recall")
+    });
+    quiet_for(&mut c, &db.name, 3, "e_idx");
+    drop(_s);
+    // A rollback restores the index's previous value (none).
+    let id = r.iter().find(|r| r.2 == "done").unwrap().0;
+    exec(&mut c, &format!("SELECT ruvector_dag_rollback({id})"));
+    let rb = wait(&mut c, id);
+    assert_eq!(status(&rb), "rolled_back", "{rb:#}");
+    assert_eq!(
+        query_i64(
+            &mut c,
+            "SELECT count(*) FROM ruvector_healing.index_policies WHERE object_name = 'e_idx' AND search_value IS NOT NULL",
+        ),
+        0
+    );
+}
+
+#[test]
 fn a_drifted_ivfflat_index_is_retrained() {
     let db = TestDb::new("dg_drift");
     let mut c = db.connect();

@@ -216,10 +216,41 @@ pub(crate) fn rebuild(
             Err(e) => return Err(failure("swapping the indexes", true)(e)),
         }
     }
+    if am == Am::IvfFlat {
+        let _ = tx(|| keep_probes(id, f, s));
+    }
     pause(id, s, "after_swap");
     // 5. Keep the old index for rollback, or retire it now.
     finish_swapped(id, f, keep);
     Ok(())
+}
+
+/// After new `lists`: the probes that reach the old recall become the
+/// index's own value, where queries use such values (tuning scope
+/// `index`, adaptive search on); the previous value is kept for a
+/// rollback.
+fn keep_probes(id: i64, f: &IndexFacts, s: &RepairSettings) {
+    use super::settings::{parse_scope, Scope};
+    if parse_scope(&s.tuning_scope) != Ok(Scope::Index) || !crate::config::ADAPTIVE_SEARCH.get() {
+        return;
+    }
+    let value = crate::sql::get_one::<i64>(
+        "SELECT (after->'probes_for_same_recall'->>'value')::int8 FROM ruvector_healing.repairs
+          WHERE repair_id = $1",
+        &[id.into()],
+    )
+    .ok()
+    .flatten();
+    if let Some(v) = value {
+        let previous = crate::adaptive::stored::value_of(&f.schema, &f.relname);
+        crate::adaptive::stored::store(&f.schema, &f.relname, Some(v as i32));
+        journal::merge(
+            id,
+            "backup",
+            json!({"search_value": {"set": v, "previous": previous}}),
+        );
+        journal::merge(id, "after", json!({"search_value": v}));
+    }
 }
 
 /// Recall measured by validation: 100 sampled rows, recall@10.
@@ -483,6 +514,21 @@ pub(crate) fn rollback_rebuild(row: &RepairRow) {
             ddl::rename(backup_oid, row.table_oid, &backup, &row.relname)?;
             ddl::set_valid(new_oid, false, row.table_oid);
             ddl::set_valid(backup_oid, true, row.table_oid);
+            // The probes stored for the new lists go with them.
+            if let Some(sv) = row.backup.get("search_value") {
+                let schema = crate::sql::get_one::<String>(
+                    "SELECT schema_name FROM ruvector_healing.repairs WHERE repair_id = $1",
+                    &[id.into()],
+                )
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+                crate::adaptive::stored::store(
+                    &schema,
+                    &row.relname,
+                    sv["previous"].as_i64().map(|v| v as i32),
+                );
+            }
             journal::merge(
                 id,
                 "backup",

@@ -210,11 +210,31 @@ fn drifted_ivfflat_is_rebuilt_with_lists_for_its_size() {
     // The production setting: pgvector's default, probes = 1.
     let setting = "SET ivfflat.probes = 1";
     let recall_before = sql_recall_with(&mut c, "t", "<=>", &ids, setting);
-    exec(&mut c, "SET ruvector.dag_healing_rollback_enabled = off");
+    // Queries use per-index values, and tuning stores them per index: the
+    // probes the new lists need for the old recall become the index's.
+    exec(
+        &mut c,
+        &format!(
+            "SET ruvector.dag_healing_rollback_enabled = off;
+             SET ruvector.dag_healing_tuning_scope = 'index';
+             ALTER DATABASE {} SET ruvector.dag_adaptive_search = on",
+            db.name
+        ),
+    );
     let id = request(&mut c, "t_idx", "auto");
     let r = wait(&mut c, id);
     assert_eq!(status(&r), "done", "{r:#}");
     assert_eq!(r["strategy"], "rebuild");
+    let probes = r["after"]["probes_for_same_recall"]["value"].as_i64();
+    assert!(probes.is_some(), "{r:#}");
+    assert_eq!(r["after"]["search_value"].as_i64(), probes, "{r:#}");
+    assert_eq!(
+        Some(query_i64(
+            &mut c,
+            "SELECT search_value::int8 FROM ruvector_healing.index_policies WHERE object_name = 't_idx'"
+        )),
+        probes
+    );
     let lists = rows / 1000;
     assert_eq!(r["plan"]["lists"]["new"], lists, "rows / 1000: {r:#}");
     assert!(

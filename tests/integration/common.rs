@@ -644,6 +644,10 @@ pub fn wait_for_server(db: &str) -> Client {
 
 /// `kill -9` a server process (the postmaster then restarts every backend).
 pub fn kill_worker(pid: i64) {
+    // A child killed by a signal makes the postmaster end every backend and
+    // restart: this connection ends then. Waiting for that keeps the caller
+    // from reconnecting before the restart, only to be cut off by it.
+    let mut sentinel = connect("postgres");
     let out = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .output()
@@ -653,6 +657,14 @@ pub fn kill_worker(pid: i64) {
         "kill -9 {pid}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let started = Instant::now();
+    while sentinel.simple_query("SELECT 1").is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server did not restart within a minute of kill -9 {pid}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `ALTER SYSTEM SET`s for one test, reset (and reloaded) when dropped.

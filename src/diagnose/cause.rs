@@ -467,6 +467,28 @@ fn undetermined(e: &Evidence) -> Diagnosis {
     }
 }
 
+/// The value to recommend from a tuning curve `(value, recall)` when the
+/// index misses the target at `current`: the tuning's own `best` if above
+/// `current`, else the smallest value above `current` whose recall reaches
+/// the target. A value at or under `current` is never recommended: the
+/// production measurement already found it short (the tuning's sample was
+/// luckier), and recommending it would change nothing.
+pub fn recommended(
+    curve: &[(u32, f64)],
+    best: Option<u32>,
+    current: i32,
+    target: f64,
+) -> Option<i32> {
+    if let Some(b) = best.filter(|b| *b as i64 > current as i64) {
+        return Some(b as i32);
+    }
+    curve
+        .iter()
+        .filter(|(v, r)| *v as i64 > current as i64 && *r >= target)
+        .map(|(v, _)| *v as i32)
+        .min()
+}
+
 /// An invalid index: a failed or running concurrent build, for a person.
 pub fn diagnose_invalid() -> Diagnosis {
     Diagnosis {
@@ -793,6 +815,16 @@ mod tests {
         // Without a sized trial that does clearly better: nothing to rebuild.
         e.trials[1].recall = r(0.57);
         assert_ne!(diagnose(&e).cause, Cause::BuildOptions);
+    }
+
+    #[test]
+    fn a_recommendation_is_above_the_value_in_use() {
+        let curve = [(10, 0.951), (20, 0.97), (40, 0.99)];
+        assert_eq!(recommended(&curve, Some(10), 10, 0.95), Some(20));
+        assert_eq!(recommended(&curve, Some(20), 10, 0.95), Some(20));
+        assert_eq!(recommended(&curve, Some(10), 5, 0.95), Some(10));
+        assert_eq!(recommended(&curve, Some(10), 40, 0.95), None);
+        assert_eq!(recommended(&curve, None, 10, 0.98), Some(40));
     }
 
     #[test]

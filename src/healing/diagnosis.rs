@@ -375,7 +375,14 @@ pub fn diagnose(
                     .iter()
                     .map(|p| p.recall)
                     .fold(0.0, f64::max);
-                e.tuned = Some((tuning.tuned.best.map(|b| b as i32), best));
+                let curve: Vec<(u32, f64)> = tuning
+                    .tuned
+                    .curve
+                    .iter()
+                    .map(|p| (p.value, p.recall))
+                    .collect();
+                let rec = cause::recommended(&curve, tuning.tuned.best, value, target);
+                e.tuned = Some((rec, best));
                 // The recommended value is recorded; nobody's setting changes.
                 crate::recall::measure::record_tuning(&tuning, target);
             }

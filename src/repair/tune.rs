@@ -53,7 +53,32 @@ pub(crate) fn tune(
             .ok_or_else(|| StepError::new("tuning returned nothing"))
     }))
     .map_err(failure("tuning the search setting", false))?;
-    let Some(value) = report["recommended_value"].as_u64() else {
+    // For a low-recall issue, above the value production runs at: one at
+    // or under it was found short by the measurement that opened the issue.
+    // (A request without one may lower the value: the smallest that reaches
+    // the target.)
+    let low_recall = row.plan["issue_kind"].as_str() == Some("low_recall");
+    let am = f
+        .access_method()
+        .unwrap_or(crate::inspect::relation::Am::Hnsw);
+    // (The worker is between transactions here.)
+    let current = tx(|| crate::healing::diagnosis::production_setting(f.oid, am).1)
+        .map_err(failure("reading the production setting", false))?;
+    let curve: Vec<(u32, f64)> = report["curve"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| Some((p["value"].as_u64()? as u32, p["recall"].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let best = report["recommended_value"].as_u64().map(|v| v as u32);
+    let recommended = if low_recall {
+        crate::diagnose::cause::recommended(&curve, best, current, s.target_recall)
+    } else {
+        best.map(|b| b as i32)
+    };
+    let Some(value) = recommended.map(|v| v as u64) else {
         let _ = tx(|| journal::merge(id, "after", json!({"tuning": report})));
         return Err(fail(format!(
             "no value reaches recall {}: {}",
